@@ -1,0 +1,61 @@
+"""The contract between stages, the generation engine and providers.
+
+Stages build `Request`s and get back one `Response` per request, in the same order, from
+`runner.engine.generate(...)`. Providers only turn one request (or a batch, for in-process
+models) into a `Completion` or raise `ProviderError`; retries, rate limits, concurrency,
+caching and accounting are the engine's job, so every provider behaves the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Request:
+    id: str
+    messages: list[dict[str, str]]
+    # Never sent to a real provider and never part of the cache key. The simulated teacher
+    # reads the item's gold answer from here (it is labelled simulated everywhere).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Completion:
+    """What a provider returns for one request."""
+
+    text: str
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None  # None = unknown, never a silent 0
+
+
+@dataclass
+class Response:
+    """One row of a generation artifact: the outcome of a request after retries."""
+
+    id: str
+    text: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    latency_s: float | None
+    attempts: int
+    cache_hit: bool
+    error: str | None = None
+    error_kind: str | None = None  # rate_limit | server | timeout | connection | malformed | auth | bad_request | other
+
+
+class ProviderError(Exception):
+    """A failed attempt. `kind` decides whether the engine retries; `retry_after` is honoured."""
+
+    RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in self.RETRYABLE

@@ -1,0 +1,88 @@
+"""Pipeline: instantiate the enabled stages in order, validate the whole chain, run them."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from runner.context import RunContext
+from runner.stage import ConfigError, Stage
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    stage: Stage
+
+
+def build(pipeline_cfg: DictConfig) -> list[PlannedStage]:
+    """Instantiate every enabled stage. `pipeline.skip` and `<stage>.enabled=false` switch stages off."""
+    skip = set(pipeline_cfg.get("skip") or [])
+    stages_cfg = pipeline_cfg.get("stages") or {}
+    unknown = skip - set(stages_cfg.keys())
+    if unknown:
+        raise ConfigError(f"pipeline.skip names unknown stages {sorted(unknown)}; "
+                          f"the stages are {list(stages_cfg.keys())}")
+    planned = []
+    for name, scfg in stages_cfg.items():
+        if scfg is None or name in skip:
+            continue
+        scfg = OmegaConf.to_container(scfg, resolve=True)
+        if not scfg.pop("enabled", True):
+            continue
+        if "_target_" not in scfg:
+            raise ConfigError(f"pipeline.stages.{name} has no _target_ (the stage class to instantiate)")
+        try:
+            obj = instantiate(scfg, _convert_="all")
+        except Exception as e:  # Hydra wraps constructor errors; surface the cause
+            cause = e.__cause__ or e
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            raise ConfigError(f"pipeline.stages.{name}: cannot instantiate {scfg['_target_']}: {cause}") from e
+        if not isinstance(obj, Stage):
+            raise ConfigError(f"pipeline.stages.{name}: {scfg['_target_']} is not a runner.stage.Stage")
+        obj.name = name
+        planned.append(PlannedStage(name, obj))
+    if not planned:
+        raise ConfigError("the pipeline has no enabled stage")
+    return planned
+
+
+def validate(planned: list[PlannedStage], ctx: RunContext) -> None:
+    """Every stage's own checks, then the data chain: each input is written by an earlier
+    enabled stage or already exists on disk (this run or `pipeline.reuse_from`)."""
+    produced: dict[str, str] = {}
+    for p in planned:
+        p.stage.validate(ctx)
+        for art in p.stage.reads:
+            if art not in produced and not ctx.store.exists(art):
+                raise ConfigError(
+                    f"stage {p.name!r} reads artifact {art!r}, which no earlier enabled stage writes "
+                    f"and which is not on disk (looked in {ctx.store.root}"
+                    + "".join(f", {d}" for d in ctx.store.fallback_dirs)
+                    + "). Fix: enable the stage that writes it, or point pipeline.reuse_from at a run "
+                    "folder that has it.")
+        for art in p.stage.writes:
+            produced[art] = p.name
+
+
+def run(planned: list[PlannedStage], ctx: RunContext) -> None:
+    for p in planned:
+        ctx.stage = p.name
+        ctx.log.info("stage %s: start", p.name)
+        t0 = time.perf_counter()
+        with ctx.timer.stage(p.name):
+            p.stage.run(ctx)
+        ctx.log.info("stage %s: done in %.2f s", p.name, time.perf_counter() - t0)
+        missing = [a for a in p.stage.writes if not ctx.store.path(a).exists()]
+        if missing:
+            raise RuntimeError(f"stage {p.name!r} declared it writes {missing} but did not write them")
+    ctx.stage = None
+
+
+def describe(planned: list[PlannedStage]) -> list[dict[str, Any]]:
+    return [{"stage": p.name, "class": f"{type(p.stage).__module__}.{type(p.stage).__name__}",
+             "reads": list(p.stage.reads), "writes": list(p.stage.writes)} for p in planned]
