@@ -45,8 +45,10 @@ def run_cli(args: list[str], tmp_path: Path, *, env: dict[str, str] | None = Non
     run_dir = tmp_path / "run"
     full_env = {**os.environ, **(env or {})}
     full_env["RUNNER_CACHE_DIR"] = str(cache_dir or (tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "runner", f"hydra.run.dir={run_dir}",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}", *args]
+    flags = [a for a in args if a.startswith("-")]  # argparse wants -m/--cfg before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    cmd = [sys.executable, "-m", "runner", *flags, f"hydra.run.dir={run_dir}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     return proc, run_dir
 

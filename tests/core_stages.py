@@ -70,3 +70,10 @@ class RejectsConfig(Stage):
 
     def run(self, ctx):
         pass
+
+
+class AlwaysGated(Stage):
+    def run(self, ctx):
+        from runner.stage import GateFailed
+
+        raise GateFailed("too few rows passed the gate", {"min_total": {"threshold": 50, "value": 20}})

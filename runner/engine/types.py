@@ -59,3 +59,24 @@ class ProviderError(Exception):
     @property
     def retryable(self) -> bool:
         return self.kind in self.RETRYABLE
+
+
+@dataclass
+class GenerationResult:
+    """What `runner.engine.generate` returns: one response per request (same order) and run totals.
+
+    `stats` keys (all counts are for this call only):
+      total       requests given to generate()
+      cache_hits  answered from the response cache (nothing sent)
+      requests    distinct requests sent to the provider (cache misses); retries are not counted here
+      attempts    provider calls including retries (attempts - requests = retries)
+      errors      responses that ended with an error after retries
+      tokens_in / tokens_out / cost_usd
+                  summed over responses answered by the provider in THIS call (cache hits cost nothing
+                  now); None when any of those responses did not report the value (unknown, never 0)
+      wall_s      wall-clock seconds of the whole call
+      latency_p50_s / latency_p95_s  over responses answered in this call (None when there are none)
+    """
+
+    responses: list[Response]
+    stats: dict[str, Any]

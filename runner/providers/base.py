@@ -1,0 +1,82 @@
+"""Provider base class: configuration shared by every teacher/student backend.
+
+A provider turns one `Request` into a `Completion` (or raises `ProviderError`). Everything
+else (concurrency, rate limits, retries, timeouts, caching, accounting) is the engine's job,
+so the engine knobs live here as plain attributes it reads. Subclasses are instantiated by
+Hydra from `conf/provider/*.yaml`; their constructor arguments are the YAML keys.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from runner.engine.types import Completion, ProviderError, Request  # noqa: F401  (re-exported)
+from runner.stage import ConfigError, check_range
+
+
+class Provider:
+    kind: str = "base"
+    # In-process batched backends (local_hf) set batched=True and implement complete_batch().
+    batched: bool = False
+
+    def __init__(self, model: str, *, concurrency: int = 16, rpm: float | None = None,
+                 tpm: float | None = None, max_retries: int = 4, timeout_s: float = 60.0,
+                 cache: bool = True, temperature: float = 0.0, max_tokens: int = 256,
+                 stop: list[str] | None = None, seed: int | None = None, top_p: float | None = None,
+                 params: dict[str, Any] | None = None, backoff_base_s: float = 0.5,
+                 backoff_max_s: float = 30.0, batch_size: int = 1):
+        self.model = model
+        self.concurrency = concurrency
+        self.rpm = rpm
+        self.tpm = tpm
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.cache = cache
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.stop = list(stop) if stop else None
+        self.seed = seed
+        self.top_p = top_p
+        self.params = dict(params or {})
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.batch_size = batch_size
+
+    # --- configuration -------------------------------------------------------------------
+    def validate(self) -> None:
+        """Cheap checks (no network, no model loading); raise ConfigError naming the fix."""
+        if not self.model or not isinstance(self.model, str):
+            raise ConfigError("provider.model must be a non-empty string (e.g. openai/gpt-4o-mini)")
+        check_range("provider", "concurrency", self.concurrency, 1)
+        check_range("provider", "rpm", self.rpm, 0, lo_open=True)
+        check_range("provider", "tpm", self.tpm, 0, lo_open=True)
+        check_range("provider", "max_retries", self.max_retries, 0)
+        check_range("provider", "timeout_s", self.timeout_s, 0, lo_open=True)
+        check_range("provider", "temperature", self.temperature, 0)
+        check_range("provider", "max_tokens", self.max_tokens, 1)
+        check_range("provider", "top_p", self.top_p, 0, 1)
+        check_range("provider", "backoff_base_s", self.backoff_base_s, 0)
+        check_range("provider", "backoff_max_s", self.backoff_max_s, 0)
+        check_range("provider", "batch_size", self.batch_size, 1)
+        if not isinstance(self.cache, bool):
+            raise ConfigError(f"provider.cache must be true or false, got {self.cache!r}")
+
+    def generation_params(self) -> dict[str, Any]:
+        """Sampling parameters sent with each request (None values left out)."""
+        out = {"temperature": self.temperature, "max_tokens": self.max_tokens, "stop": self.stop,
+               "seed": self.seed, "top_p": self.top_p, **self.params}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Everything that changes an answer, nothing secret. Part of every cache key."""
+        return {"kind": self.kind, "model": self.model, "params": self.generation_params()}
+
+    # --- generation ----------------------------------------------------------------------
+    async def acomplete(self, request: Request) -> Completion:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.acomplete")
+
+    def complete_batch(self, requests: list[Request]) -> list[Completion]:  # pragma: no cover
+        """Batched providers only: one Completion per request, same order (runs in a worker thread)."""
+        raise NotImplementedError(f"{type(self).__name__}.complete_batch")
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.model}"

@@ -1,0 +1,112 @@
+"""One SQLite file per set of WikiSQL tables, cached by content hash.
+
+Text columns are declared `TEXT COLLATE NKEY`: every comparison, GROUP BY, DISTINCT, MIN/MAX
+and ORDER BY on them goes through `nkey`, so `WHERE "player" = 'St. Louis'` finds TabFact's
+`st louis` for gold and predicted SQL alike. The collation is registered by `connect()`; a
+plain `sqlite3` shell cannot query text columns of these files ("no such collation sequence").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+from runner.text2sql.data import Table
+from runner.text2sql.normalize import nkey
+from runner.text2sql.sql import column_names, quote_ident, table_name
+
+# Bump when the file layout changes so cached files built by older code are not reused.
+SCHEMA_VERSION = 1
+COLLATION = "NKEY"
+
+
+def nkey_collation(a: str, b: str) -> int:
+    ka, kb = nkey(a), nkey(b)
+    return (ka > kb) - (ka < kb)
+
+
+def table_schema(table: Table) -> tuple[str, list[str], list[str]]:
+    """(SQL table name, de-duplicated column names, 'text'/'real' types)."""
+    return table_name(table.id), column_names(table.header), list(table.types)
+
+
+def create_table_sql(table: Table) -> str:
+    """Compact one-line CREATE TABLE for prompts (no COLLATE clause: it is an executor detail)."""
+    name, cols, types = table_schema(table)
+    body = ", ".join(f"{quote_ident(c)} {t.upper()}" for c, t in zip(cols, types))
+    return f"CREATE TABLE {name} ({body});"
+
+
+def _ddl(table: Table) -> str:
+    name, cols, types = table_schema(table)
+    decl = [f"{quote_ident(c)} REAL" if t == "real" else f"{quote_ident(c)} TEXT COLLATE {COLLATION}"
+            for c, t in zip(cols, types)]
+    return f"CREATE TABLE {name} ({', '.join(decl)})"
+
+
+def content_hash(tables: dict[str, Table]) -> str:
+    h = hashlib.sha256(f"wikisql-sqlite-v{SCHEMA_VERSION}\n".encode())
+    for tid in sorted(tables):
+        t = tables[tid]
+        h.update(json.dumps([t.id, t.header, t.types, t.rows], ensure_ascii=False,
+                            separators=(",", ":")).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:24]
+
+
+def build_database(tables: dict[str, Table], cache_dir: Path) -> Path:
+    """`<cache_dir>/db/<content-hash>.sqlite`, built once (temp file + rename) and then reused."""
+    path = Path(cache_dir) / "db" / f"{content_hash(tables)}.sqlite"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    for tid in tables:
+        other = names.setdefault(table_name(tid), tid)
+        if other != tid:
+            raise ValueError(f"table ids {other!r} and {tid!r} map to the same SQL name {table_name(tid)}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        con = connect(Path(tmp), readonly=False)
+        try:
+            con.execute("PRAGMA journal_mode=OFF")  # a fresh temp file: a crash just discards it
+            con.execute("PRAGMA synchronous=OFF")
+            with con:
+                for tid in sorted(tables):
+                    t = tables[tid]
+                    con.execute(_ddl(t))
+                    width = len(t.header)
+                    for i, row in enumerate(t.rows):
+                        if len(row) != width:
+                            raise ValueError(f"table {tid} row {i} has {len(row)} cells, header has {width}")
+                    marks = ", ".join("?" * width)
+                    con.executemany(f"INSERT INTO {table_name(tid)} VALUES ({marks})", t.rows)
+        finally:
+            con.close()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def connect(db_path: Path, readonly: bool = True) -> sqlite3.Connection:
+    """A connection with the NKEY collation; read-only = URI mode=ro + PRAGMA query_only."""
+    if readonly:
+        if not Path(db_path).is_file():
+            raise FileNotFoundError(f"SQLite database {db_path} does not exist")
+        # immutable=1: the file is content-addressed and never rewritten, so SQLite may skip
+        # file locking (faster, and it also makes the connection read-only).
+        uri = f"file:{quote(str(Path(db_path).resolve()))}?mode=ro&immutable=1"
+        con = sqlite3.connect(uri, uri=True)
+        con.execute("PRAGMA query_only=ON")
+    else:
+        con = sqlite3.connect(str(db_path))
+    con.create_collation(COLLATION, nkey_collation)
+    return con

@@ -1,0 +1,161 @@
+"""Sandboxed execution of untrusted (teacher/student) SQL against a WikiSQL database.
+
+Layers, each enough on its own for what it covers:
+- the connection is read-only (URI mode=ro + PRAGMA query_only): no write reaches the file;
+- an authorizer allows only reading (SELECT, reading columns, functions other than
+  load_extension, recursive CTEs): writes, schema changes, ATTACH (also VACUUM INTO's
+  route), PRAGMA and transactions are denied at prepare time;
+- a progress handler aborts any statement past its time budget, and a row cap stops
+  queries that return more rows than a WikiSQL answer can have;
+- SQLite limits cap string/blob size (zeroblob(1e9)) and forbid attached databases.
+
+Error kinds (ExecResult.error_kind), in the order they are checked:
+  empty               no SQL (None, "" or whitespace/comments only); never runs
+  multiple_statements more than one statement; nothing runs (the cleaner keeps the first)
+  denied              the authorizer refused an action, or SQLite refused a write
+  timeout             the statement ran past timeout_s
+  too_many_rows       more than max_rows result rows
+  syntax              parse errors: syntax error, incomplete input, unrecognized token
+  no_such_table       unknown table
+  no_such_column      unknown column
+  no_such_function    unknown function (or wrong number of arguments)
+  other               anything else (type errors, too-big values, ...), message kept in `error`
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.text2sql.database import connect
+
+ERROR_KINDS = ("empty", "multiple_statements", "denied", "timeout", "too_many_rows", "syntax",
+               "no_such_table", "no_such_column", "no_such_function", "other")
+
+_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                    sqlite3.SQLITE_RECURSIVE}
+_DENIED_FUNCTIONS = {"load_extension"}
+# VM instructions between progress-handler calls: ~tens of microseconds, so the budget is
+# kept to well under a millisecond of overshoot while costing nothing measurable.
+_PROGRESS_EVERY = 1000
+
+
+@dataclass
+class ExecResult:
+    ok: bool
+    rows: list[tuple] | None
+    error_kind: str | None
+    error: str | None
+    elapsed_s: float
+
+
+def _authorize(action: int, arg1, arg2, db_name, trigger) -> int:
+    if action == sqlite3.SQLITE_FUNCTION:
+        return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def classify_error(message: str) -> str:
+    m = message.lower()
+    if "not authorized" in m or "readonly" in m or "read-only" in m or "prohibited" in m:
+        return "denied"
+    if "interrupted" in m:
+        return "timeout"
+    if "syntax error" in m or "incomplete input" in m or "unrecognized token" in m:
+        return "syntax"
+    if "no such table" in m:
+        return "no_such_table"
+    if "no such column" in m:
+        return "no_such_column"
+    if "no such function" in m or "wrong number of arguments" in m:
+        return "no_such_function"
+    if "one statement at a time" in m:
+        return "multiple_statements"
+    return "other"
+
+
+def _is_blank(sql: str) -> bool:
+    # Comments-only input is as empty as whitespace: sqlite3 would "run" it and return nothing.
+    s = sql.strip()
+    while s:
+        if s.startswith("--"):
+            nl = s.find("\n")
+            s = "" if nl < 0 else s[nl + 1:].strip()
+        elif s.startswith("/*"):
+            end = s.find("*/")
+            s = "" if end < 0 else s[end + 2:].strip()
+        elif s.startswith(";"):
+            s = s[1:].strip()
+        else:
+            return False
+    return True
+
+
+class SqlExecutor:
+    def __init__(self, db_path: Path, timeout_s: float = 1.0, max_rows: int = 1000,
+                 gold_cache_size: int = 100_000):
+        self.db_path = Path(db_path)
+        self.timeout_s = float(timeout_s)
+        self.max_rows = int(max_rows)
+        self.gold_cache_size = int(gold_cache_size)
+        self._gold_cache: OrderedDict[tuple[str, str], ExecResult] = OrderedDict()
+        self._deadline = 0.0
+        self._con = connect(self.db_path, readonly=True)
+        self._con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        self._con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)
+        self._con.set_authorizer(_authorize)
+        self._con.set_progress_handler(self._over_budget, _PROGRESS_EVERY)
+
+    def _over_budget(self) -> int:
+        return 1 if time.perf_counter() > self._deadline else 0
+
+    def execute(self, sql: str | None) -> ExecResult:
+        t0 = time.perf_counter()
+        if sql is None or _is_blank(sql):
+            return ExecResult(False, None, "empty", "no SQL to execute", 0.0)
+        self._deadline = t0 + self.timeout_s
+        cur = None
+        try:
+            cur = self._con.execute(sql)
+            rows = cur.fetchmany(self.max_rows + 1)
+        except (sqlite3.Warning, sqlite3.ProgrammingError) as e:
+            kind = classify_error(str(e))
+            return ExecResult(False, None, kind, str(e), time.perf_counter() - t0)
+        except sqlite3.Error as e:
+            kind = classify_error(str(e))
+            if kind == "timeout":
+                msg = f"interrupted after {time.perf_counter() - t0:.3f}s (budget {self.timeout_s}s)"
+                return ExecResult(False, None, kind, msg, time.perf_counter() - t0)
+            return ExecResult(False, None, kind, str(e), time.perf_counter() - t0)
+        finally:
+            if cur is not None:
+                cur.close()
+        elapsed = time.perf_counter() - t0
+        if len(rows) > self.max_rows:
+            return ExecResult(False, None, "too_many_rows", f"more than {self.max_rows} rows", elapsed)
+        return ExecResult(True, rows, None, None, elapsed)
+
+    def execute_gold(self, sql: str) -> ExecResult:
+        """`execute` with an LRU cache keyed by (database, SQL): gold queries repeat across runs."""
+        key = (str(self.db_path), sql)
+        hit = self._gold_cache.get(key)
+        if hit is not None:
+            self._gold_cache.move_to_end(key)
+            return hit
+        result = self.execute(sql)
+        if result.error_kind != "timeout":  # a timeout may pass on a less loaded machine
+            self._gold_cache[key] = result
+            if len(self._gold_cache) > self.gold_cache_size:
+                self._gold_cache.popitem(last=False)
+        return result
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "SqlExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
