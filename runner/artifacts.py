@@ -40,7 +40,8 @@ def _json_default(o: Any) -> Any:
 
 
 class ArtifactStore:
-    """`name` -> `<root>/<name>.parquet` for tables; `path(name)` for any other file or folder.
+    """`name` -> `<root>/<name>.parquet` for tables; `path(name)` for any other file or folder
+    (a name with a suffix is a file, a name ending in `/` is a folder).
 
     `fallback_dirs` are earlier run folders' artifact dirs, read when this run lacks an
     artifact (re-running one stage on another run's outputs).
@@ -53,6 +54,8 @@ class ArtifactStore:
 
     @staticmethod
     def _filename(name: str) -> str:
+        if name.endswith("/"):  # a folder artifact, e.g. a Hugging Face model directory
+            return name.rstrip("/")
         return name if Path(name).suffix else f"{name}.parquet"
 
     def path(self, name: str) -> Path:

@@ -1,0 +1,146 @@
+"""Stages `load` and `hash`: sample WikiSQL questions into train/eval on disjoint tables, build
+their SQLite database, then key every row by its content and drop duplicate content.
+
+`load` writes `questions` (one row per sampled question, with its rendered gold SQL),
+`tables` (the tables those questions use) and `database.json` (where later stages open an
+executor). `hash` writes `samples`: `sample_id` = hash of (table id, normalised question),
+so the same question on the same table is one sample even under two question ids.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import polars as pl
+
+from runner.stage import ConfigError, Stage, check_choice, check_range
+from runner.text2sql.data import SOURCES, Table, find_data_root, load_questions, load_tables
+from runner.text2sql.normalize import nkey
+from runner.text2sql.sql import render_sql
+
+
+class WikiSqlDataset:
+    """The `dataset` group: where the data is and how many rows of each split to draw."""
+
+    def __init__(self, data_dir: str | None = None, source: str = "tabfact", split: str = "train",
+                 matched_only: bool = True, n_train: int = 1000, n_eval: int = 1000, seed: int = 0,
+                 exec_timeout_s: float = 1.0, exec_max_rows: int = 1000):
+        self.data_dir = data_dir
+        self.source, self.split, self.matched_only = source, split, matched_only
+        self.n_train, self.n_eval, self.seed = n_train, n_eval, seed
+        self.exec_timeout_s, self.exec_max_rows = exec_timeout_s, exec_max_rows
+
+    def validate(self) -> None:
+        check_choice("dataset", "source", self.source, SOURCES)
+        for key in ("n_train", "exec_max_rows"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"dataset.{key}={getattr(self, key)!r} must be an integer >= 1")
+        if not isinstance(self.n_eval, int) or self.n_eval < 0:
+            raise ConfigError(f"dataset.n_eval={self.n_eval!r} must be an integer >= 0 (0: no eval split)")
+        check_range("dataset", "exec_timeout_s", self.exec_timeout_s, 0, lo_open=True)
+        find_data_root(self.data_dir)  # ConfigError naming the paths tried and how to get the data
+
+    def sample(self, questions: pl.DataFrame) -> pl.DataFrame:
+        """Seeded draw of n_eval + n_train rows; eval and train never share a table.
+
+        Tables are shuffled and given to eval until it holds n_eval questions; train draws from
+        the remaining tables. Adds `split`."""
+        rng = random.Random(self.seed)
+        counts = dict(questions.group_by("table_id").len().iter_rows())
+        tables = sorted(counts)
+        rng.shuffle(tables)
+        eval_tables, n = set(), 0
+        for tid in tables:
+            if n >= self.n_eval:
+                break
+            eval_tables.add(tid)
+            n += counts[tid]
+        is_eval = pl.col("table_id").is_in(sorted(eval_tables))
+        eval_rows = questions.filter(is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed)
+        train_rows = questions.filter(~is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed + 1)
+        if eval_rows.height < self.n_eval or train_rows.height < self.n_train:
+            raise ConfigError(f"dataset asks for n_train={self.n_train} + n_eval={self.n_eval} rows but the "
+                              f"source has {questions.height}; lower dataset.n_train / dataset.n_eval")
+        return pl.concat([train_rows.head(self.n_train).with_columns(split=pl.lit("train")),
+                          eval_rows.head(self.n_eval).with_columns(split=pl.lit("eval"))])
+
+
+def tables_frame(tables: dict[str, Table]) -> pl.DataFrame:
+    """Tables as a parquet-friendly frame (header/types/rows as JSON strings)."""
+    ids = sorted(tables)
+    return pl.DataFrame({
+        "table_id": ids,
+        "header": [json.dumps(tables[t].header, ensure_ascii=False) for t in ids],
+        "types": [json.dumps(tables[t].types) for t in ids],
+        "rows": [json.dumps(tables[t].rows, ensure_ascii=False) for t in ids],
+        "page_title": [tables[t].page_title for t in ids],
+    }, schema={"table_id": pl.String, "header": pl.String, "types": pl.String, "rows": pl.String,
+               "page_title": pl.String})
+
+
+def tables_from_frame(df: pl.DataFrame) -> dict[str, Table]:
+    return {r["table_id"]: Table(r["table_id"], json.loads(r["header"]), json.loads(r["types"]),
+                                 json.loads(r["rows"]), r["page_title"]) for r in df.iter_rows(named=True)}
+
+
+class LoadStage(Stage):
+    writes = ("questions", "tables", "database.json")
+
+    def __init__(self, dataset: WikiSqlDataset):
+        self.dataset = dataset
+
+    def validate(self, ctx):
+        self.dataset.validate()
+
+    def run(self, ctx):
+        from runner.text2sql.database import build_database, table_schema
+
+        ds = self.dataset
+        root = find_data_root(ds.data_dir)
+        pool = load_questions(root, ds.source, ds.split, ds.matched_only)
+        sampled = ds.sample(pool)
+        tables = load_tables(root, set(sampled["table_id"].unique().to_list()), ds.source, ds.split)
+        db_path = build_database(tables, ctx.cache_dir)
+        schemas = {tid: table_schema(t) for tid, t in tables.items()}
+        gold, names = [], []
+        for tid, sel, agg, conds in sampled.select("table_id", "sel", "agg", "conds").iter_rows():
+            name, cols, types = schemas[tid]
+            names.append(name)
+            gold.append(render_sql(name, cols, types, sel, agg, json.loads(conds)))
+        sampled = sampled.with_columns(sql_table=pl.Series(names, dtype=pl.String),
+                                       gold_sql=pl.Series(gold, dtype=pl.String))
+        ctx.store.write("questions", sampled)
+        ctx.store.write("tables", tables_frame(tables))
+        ctx.store.write_json("database.json", {
+            "path": str(db_path), "tables": len(tables), "source": ds.source, "split": ds.split,
+            "timeout_s": ds.exec_timeout_s, "max_rows": ds.exec_max_rows})
+        ctx.timer.add_items(sampled.height)
+        ctx.metrics.update("load", {
+            "pool": pool.height, "train": int((sampled["split"] == "train").sum()),
+            "eval": int((sampled["split"] == "eval").sum()), "tables": len(tables),
+            "source": ds.source})
+        ctx.log.info("load: %d questions (%d tables) from %s, database %s", sampled.height, len(tables),
+                     root, db_path)
+
+
+def content_id(table_id: str, question: str) -> str:
+    """Canonical content key: the table and the question under nkey (case, spaces, punctuation)."""
+    return hashlib.sha256(f"{table_id}\x1f{nkey(question)}".encode()).hexdigest()[:16]
+
+
+class HashStage(Stage):
+    reads = ("questions",)
+    writes = ("samples",)
+
+    def run(self, ctx):
+        df = ctx.store.read("questions")
+        ids = [content_id(t, q) for t, q in df.select("table_id", "question").iter_rows()]
+        df = df.with_columns(sample_id=pl.Series(ids, dtype=pl.String))
+        out = df.unique(subset="sample_id", keep="first", maintain_order=True)
+        dups = df.height - out.height
+        ctx.store.write("samples", out.select("sample_id", *[c for c in out.columns if c != "sample_id"]))
+        ctx.timer.add_items(df.height)
+        ctx.metrics.update("hash", {"total": df.height, "duplicates": dups, "unique": out.height})
+        if dups:
+            ctx.log.info("hash: removed %d duplicate question(s) (same table, same normalised text)", dups)

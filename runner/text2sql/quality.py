@@ -1,0 +1,62 @@
+"""Quality figures of a set of scored rows: the numbers in metrics.json, the gate and the
+quality_*.json reports. Rates are over ALL rows given (a provider error or empty output counts
+as a failure, never dropped from the denominator); a judge mean is over rows with a score and
+is None when no row has one.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+
+def _rate(df: pl.DataFrame, col: str) -> float | None:
+    if df.height == 0 or col not in df.columns:
+        return None
+    return float(df[col].fill_null(False).cast(pl.Float64).mean())
+
+
+def judge_stats(df: pl.DataFrame) -> dict[str, float | None]:
+    if "judge_score" not in df.columns:
+        return {"judge_mean": None, "judge_min": None, "judge_max": None, "judge_scored": 0}
+    s = df["judge_score"].drop_nulls()
+    if s.len() == 0:
+        return {"judge_mean": None, "judge_min": None, "judge_max": None, "judge_scored": 0}
+    return {"judge_mean": float(s.mean()), "judge_min": float(s.min()), "judge_max": float(s.max()),
+            "judge_scored": int(s.len())}
+
+
+def rates(df: pl.DataFrame) -> dict[str, Any]:
+    """total, exec_pass_rate, gold_match_rate, empty_rate, error_rate, judge_mean/min/max."""
+    out: dict[str, Any] = {"total": df.height}
+    out["exec_pass_rate"] = _rate(df, "exec_pass")
+    out["gold_match_rate"] = _rate(df, "gold_match")
+    if "clean_sql" in df.columns:
+        out["empty_rate"] = (float((df["clean_sql"].fill_null("").str.strip_chars() == "").mean())
+                             if df.height else None)
+    if "error" in df.columns:
+        out["error_rate"] = float(df["error"].is_not_null().mean()) if df.height else None
+    out.update(judge_stats(df))
+    return out
+
+
+def counts(df: pl.DataFrame, col: str) -> dict[str, int]:
+    if col not in df.columns or df.height == 0:
+        return {}
+    vc = df[col].drop_nulls().value_counts(sort=True)
+    return {str(k): int(v) for k, v in vc.iter_rows()}
+
+
+def quality_report(df: pl.DataFrame, *, teacher_total: int) -> dict[str, Any]:
+    """Report of rows that went through the filter (`keep`, `reject_reason`).
+
+    keep_rate = kept / teacher_total, where teacher_total is the number of teacher rows of the
+    train split BEFORE any filtering (not the already-filtered rows)."""
+    kept = int(df["keep"].fill_null(False).sum()) if "keep" in df.columns else df.height
+    report = {"total": df.height, "kept": kept, "rejected": df.height - kept,
+              "teacher_total": teacher_total,
+              "keep_rate": kept / teacher_total if teacher_total else None,
+              **{k: v for k, v in rates(df).items() if k != "total"},
+              "reject_reasons": counts(df, "reject_reason"),
+              "exec_error_kinds": counts(df, "exec_error")}
+    return report
