@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import pipeline
+from runner import pipeline, tracking
 from runner.artifacts import atomic_write_json
 from runner.context import RunContext
 from runner.metrics import samples_per_hour
@@ -62,8 +62,9 @@ def execute(cfg: DictConfig, run_dir: Path, *, experiment: str = "default") -> R
     ctx = RunContext.create(run_dir, seed=cfg.seed, cache_dir=cfg.get("cache_dir"), experiment=experiment,
                             reuse_from=list(pcfg.get("reuse_from") or []), logger=log)
     seed_everything(ctx.seed)
-    status, error, code = "ok", None, EXIT_OK
+    status, error, code, tracker = "ok", None, EXIT_OK, None
     try:
+        tracker = tracking.build(cfg.get("logger"))  # logger=none: None; a missing package fails here
         planned = pipeline.build(pcfg)
         pipeline.validate(planned, ctx)
         ctx.store.write_json("pipeline.json", pipeline.describe(planned))
@@ -100,6 +101,8 @@ def execute(cfg: DictConfig, run_dir: Path, *, experiment: str = "default") -> R
     metrics = m.as_dict()
     atomic_write_json(run_dir / "metrics.json", metrics)
     atomic_write_json(run_dir / "timing.json", ctx.timer.report(wall, samples))
+    if tracker is not None:
+        tracker.log_run(run_dir, metrics)
     try:
         from runner.summary import print_summary
 

@@ -1,0 +1,51 @@
+"""`python -m runner.report PATH... [--metrics a,b] [--where SQL] [--sort SQL] [--out DIR]`
+
+PATH is a run folder, a sweep folder (searched for job folders) or a glob. Prints a comparison
+table (swept parameters as columns) and writes report.csv, report.md and report_plots/*.png next
+to the sweep (or into --out).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from runner.report.build import build_report, print_table
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help="run folder, sweep folder, or glob (quote it)")
+    ap.add_argument("--metrics", type=_csv_list, help="comma list of metrics.json keys or globs "
+                    "(e.g. 'teacher.*,student_post.gold_match_rate'); default: all but run metadata")
+    ap.add_argument("--where", help="DuckDB filter, e.g. \"status = 'ok'\" or '\"teacher.total\" > 10'")
+    ap.add_argument("--sort", help="DuckDB ORDER BY, e.g. '\"summary.mean_x\" DESC'")
+    ap.add_argument("--out", help="folder for report.csv/report.md/plots (default: the sweep folder)")
+    ap.add_argument("--quality", help="metric for the quality-vs-cost plot (default: optimized_metric)")
+    ap.add_argument("--cost", type=_csv_list, help="cost columns for that plot (default: run.wall_s and *cost*)")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    args = ap.parse_args(argv)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:  # piped or in CI: do not squeeze a wide table into 80 columns
+        console.width = max(console.width, 200)
+    try:
+        report = build_report(args.paths, metrics=args.metrics, where=args.where, sort=args.sort,
+                              out_dir=args.out, quality=args.quality, costs=args.cost,
+                              plot=not args.no_plots)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    print_table(report, console)
+    for f in report.files:
+        console.print(f"wrote {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

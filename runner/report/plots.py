@@ -1,0 +1,117 @@
+"""PNG plots for a report: metric vs swept parameter, stage-time breakdown, quality vs cost (Pareto)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window (works on headless machines and in jobs)
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _label(job: str) -> str:
+    p = Path(job)
+    return p.name if p.name.isdigit() else f"{p.parent.name}/{p.name}"
+
+
+def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Path) -> Path | None:
+    """Scatter of one metric against one swept parameter (categorical x when the values are not numbers).
+    Failed/gated jobs have no metric value and are left out of the points (the table lists them)."""
+    pts = [(r[param], r[metric]) for r in rows if _is_num(r.get(metric)) and r.get(param) is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if all(_is_num(x) for x, _ in pts):
+        pts.sort(key=lambda p: p[0])
+        ax.plot([x for x, _ in pts], [y for _, y in pts], "o")
+    else:
+        cats = sorted({str(x) for x, _ in pts})
+        ax.plot([cats.index(str(x)) for x, _ in pts], [y for _, y in pts], "o")
+        ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {param}", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / f"{_slug(metric)}__vs__{_slug(param)}.png")
+
+
+def stage_breakdown(stages: list[dict[str, Any]], job_order: list[str], totals: dict[str, float | None],
+                    out: Path) -> Path | None:
+    """Stacked bars: one bar per job, one segment per stage (wall seconds), plus `other` = the run's
+    total_wall_s minus its stages (building, validating, writing outputs)."""
+    if not stages:
+        return None
+    names: list[str] = []
+    for s in stages:
+        if s["stage"] not in names:
+            names.append(s["stage"])
+    wall = {(s["job"], s["stage"]): s["wall_s"] or 0.0 for s in stages}
+    for j, total in totals.items():
+        if total is not None:
+            wall[(j, "other")] = max(0.0, total - sum(s["wall_s"] or 0.0 for s in stages if s["job"] == j))
+    names.append("other")
+    jobs = [j for j in job_order if any(s["job"] == j for s in stages)]
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(jobs) + 2), 3.8))
+    bottom = [0.0] * len(jobs)
+    for name in names:
+        h = [wall.get((j, name), 0.0) for j in jobs]
+        ax.bar(range(len(jobs)), h, bottom=bottom, label=name)
+        bottom = [b + x for b, x in zip(bottom, h)]
+    ax.set_xticks(range(len(jobs)), [_label(j) for j in jobs], rotation=30 if len(jobs) > 6 else 0)
+    ax.set_ylabel("wall seconds")
+    ax.set_title("stage-time breakdown", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, out / "stage_times.png")
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
+    """Indices of the points (cost, quality) that no other point beats on both: cost lower or equal
+    and quality at least as good, with one strictly better."""
+    def better_eq(a: float, b: float) -> bool:
+        return a >= b if higher_is_better else a <= b
+
+    front = []
+    for i, (c, q) in enumerate(points):
+        dominated = any(c2 <= c and better_eq(q2, q) and (c2 < c or q2 != q)
+                        for j, (c2, q2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def quality_vs_cost(rows: list[dict[str, Any]], quality: str, cost: str, higher_is_better: bool,
+                    out: Path) -> Path | None:
+    keep = [r for r in rows if _is_num(r.get(quality)) and _is_num(r.get(cost))]
+    if not keep:
+        return None
+    pts = [(float(r[cost]), float(r[quality])) for r in keep]
+    front = pareto_front(pts, higher_is_better)
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    ax.plot([c for c, _ in pts], [q for _, q in pts], "o", color="tab:gray", label="job")
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "o-", color="tab:red", label="Pareto front")
+    for r, (c, q) in zip(keep, pts):
+        ax.annotate(_label(r["job"]), (c, q), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"{cost} (lower is better)")
+    ax.set_ylabel(f"{quality} ({'higher' if higher_is_better else 'lower'} is better)")
+    ax.set_title("quality vs cost", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / f"pareto__{_slug(quality)}__vs__{_slug(cost)}.png")
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
