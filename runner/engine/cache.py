@@ -4,13 +4,21 @@ The key is the sha256 of the canonical JSON of (provider.cache_identity(), messa
 changes with anything that changes the answer and never contains a secret. Every response is
 committed the moment it arrives: a run killed at any point loses nothing already paid for.
 WAL lets several processes (sweep jobs) read while one writes; writers wait on a busy timeout.
+
+Parallel jobs (a sweep) that need the same answer must not both pay for it: before sending,
+a job *claims* the key (table `claims`); another job that finds a live claim waits for the
+answer instead of sending. A claim whose owner process is gone, or that is older than its
+time to live, can be taken over, so a killed run never blocks the next one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,8 +34,25 @@ CREATE TABLE IF NOT EXISTS responses (
     latency_s REAL,
     model TEXT,
     created_at REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def request_key(identity: dict[str, Any], messages: list[dict[str, str]]) -> str:
@@ -48,7 +73,9 @@ class ResponseCache:
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash (SIGKILL); only an OS crash may lose the tail.
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(_SCHEMA)
+        self.db.executescript(_SCHEMA)
+        self.owner = uuid.uuid4().hex
+        self.host, self.pid = socket.gethostname(), os.getpid()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Completion, float | None]]:
         """{key: (completion, original latency_s)} for the keys present."""
@@ -68,9 +95,38 @@ class ResponseCache:
             "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, completion.text, completion.tokens_in, completion.tokens_out, completion.cost_usd,
              latency_s, model, time.time()))
+        self.release(key)
+
+    def claim(self, key: str, ttl_s: float) -> bool:
+        """True when this cache handle may send `key` (it holds the claim); False when another
+        live process is sending it right now (wait for its answer with get_many)."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")  # one writer decides at a time
+        try:
+            row = self.db.execute("SELECT owner, host, pid, expires_at FROM claims WHERE key = ?",
+                                  (key,)).fetchone()
+            if row is not None and row[0] != self.owner:
+                owner, host, pid, expires_at = row
+                dead = host == self.host and not _pid_alive(pid)
+                if expires_at > now and not dead:
+                    self.db.execute("COMMIT")
+                    return False
+            self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                            (key, self.owner, self.host, self.pid, now + ttl_s))
+            self.db.execute("COMMIT")
+            return True
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def release(self, key: str) -> None:
+        self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+        finally:
+            self.db.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
@@ -21,7 +22,8 @@ class GenerationProgress:
         self.bar: Progress | None = None
         if enabled and total and sys.stderr.isatty():
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=False)
+                                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=Console(stderr=True),
+                                transient=False)
             self.task = self.bar.add_task(desc, total=total, stats="")
             self.bar.start()
 

@@ -25,9 +25,11 @@ class Pacer:
         return start - now
 
     def correct(self, units: float) -> None:
-        """Actual usage differed from the reservation by `units` (may be negative)."""
-        self.next_free = max(time.monotonic() if units < 0 else self.next_free,
-                             self.next_free + units * self.interval)
+        """Actual usage differed from the reservation by `units` (negative: give time back,
+        but never a slot in the past, which would allow a burst)."""
+        self.next_free += units * self.interval
+        if units < 0:
+            self.next_free = max(self.next_free, time.monotonic())
 
 
 class RateLimiter:

@@ -73,7 +73,9 @@ class GenerationResult:
       errors      responses that ended with an error after retries
       tokens_in / tokens_out / cost_usd
                   summed over responses answered by the provider in THIS call (cache hits cost nothing
-                  now); None when any of those responses did not report the value (unknown, never 0)
+                  now); None when any of those responses did not report the value (unknown, never 0).
+                  Failed attempts report nothing and are not included (providers do not bill 429/5xx;
+                  a timed-out attempt may have been billed, which cannot be known client-side)
       wall_s      wall-clock seconds of the whole call
       latency_p50_s / latency_p95_s  over responses answered in this call (None when there are none)
     """

@@ -14,6 +14,16 @@ from runner.stage import ConfigError, check_range
 
 
 class Provider:
+    """Subclass contract:
+      kind                      label written to metrics (teacher.provider): litellm | simulated | local_hf
+      validate()                config checks only; ConfigError naming the fix (e.g. the unset key variable)
+      cache_identity()          everything that changes an answer, nothing secret (part of every cache key)
+      setup()                   heavy one-time work (imports, model loading); idempotent
+      async acomplete(request)  one attempt -> Completion, or raise ProviderError(kind, msg, retry_after)
+      batched / complete_batch  in-process models: list of requests -> list of Completions (same order),
+                                run in a worker thread in batches of up to batch_size
+    """
+
     kind: str = "base"
     # In-process batched backends (local_hf) set batched=True and implement complete_batch().
     batched: bool = False
@@ -71,6 +81,10 @@ class Provider:
         return {"kind": self.kind, "model": self.model, "params": self.generation_params()}
 
     # --- generation ----------------------------------------------------------------------
+    def setup(self) -> None:
+        """Heavy one-time preparation (imports, model loading), called by the engine before the
+        first request and outside any timeout. Must be idempotent: generate() calls it every time."""
+
     async def acomplete(self, request: Request) -> Completion:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.acomplete")
 

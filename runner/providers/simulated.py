@@ -4,7 +4,7 @@ It answers from the gold information the stage puts in `request.meta` (never fro
 prompt) through an explicit error model, so the downstream pipeline (cleaning, execution,
 judging, filtering, distillation) sees realistic, imperfect teacher output:
 
-  text2sql  gold SQL, possibly perturbed (wrong column / aggregation / literal), possibly
+  text2sql  gold SQL, possibly perturbed (wrong column / aggregation / literal typo), possibly
             broken (empty output, invalid SQL), possibly wrapped (<think>, prose, ``` fences)
   judge     strict JSON {"score": s}, s = clip(correct + N(0, judge_noise)) (rarely malformed)
   yesno     "yes" / "no", flipped with probability yesno_error_rate
@@ -49,15 +49,13 @@ def _rng(*parts: Any) -> random.Random:
 class SimulatedProvider(Provider):
     kind = "simulated"
 
-    def __init__(self, model: str = "simulated-teacher", *, sim_seed: int = 0,
-                 latency_median_s: float = 0.0, latency_p95_s: float = 0.0,
-                 think_rate: float = 0.1, prose_rate: float = 0.15, fence_rate: float = 0.35,
-                 wrong_column_rate: float = 0.2, wrong_agg_rate: float = 0.2,
-                 wrong_literal_rate: float = 0.25, empty_rate: float = 0.02,
-                 invalid_sql_rate: float = 0.05, judge_noise: float = 0.15,
-                 judge_malformed_rate: float = 0.0, yesno_error_rate: float = 0.1,
-                 rate_429: float = 0.0, rate_5xx: float = 0.0, rate_timeout: float = 0.0,
-                 retry_after_s: float = 0.1, **base: Any):
+    # No defaults for the error model: its calibration lives in conf/provider/simulated.yaml only.
+    def __init__(self, model: str, *, sim_seed: int, latency_median_s: float, latency_p95_s: float,
+                 think_rate: float, prose_rate: float, fence_rate: float, wrong_column_rate: float,
+                 wrong_agg_rate: float, wrong_literal_rate: float, empty_rate: float,
+                 invalid_sql_rate: float, judge_noise: float, judge_malformed_rate: float,
+                 yesno_error_rate: float, rate_429: float, rate_5xx: float, rate_timeout: float,
+                 retry_after_s: float, **base: Any):
         super().__init__(model, **base)
         self.sim_seed = sim_seed
         self.latency_median_s = latency_median_s
@@ -100,13 +98,19 @@ class SimulatedProvider(Provider):
         sigma = math.log(max(self.latency_p95_s, self.latency_median_s) / self.latency_median_s) / _Z95
         return self.latency_median_s * math.exp(sigma * rng.gauss(0.0, 1.0))
 
-    async def acomplete(self, request: Request) -> Completion:
-        key = hashlib.sha256(json.dumps(request.messages, sort_keys=True).encode()).hexdigest()
-        attempt = self._attempts.get(key, 0) + 1
-        self._attempts[key] = attempt
+    @staticmethod
+    def content_key(request: Request) -> str:
+        return hashlib.sha256(json.dumps(request.messages, sort_keys=True).encode()).hexdigest()
+
+    def attempt_draws(self, key: str, attempt: int) -> tuple[float, float]:
+        """(latency, fault draw) of one attempt: a pure function of (seed, messages, attempt)."""
         rng = _rng("attempt", self.sim_seed, key, attempt)
-        latency = self.sample_latency(rng)
-        fault = rng.random()
+        return self.sample_latency(rng), rng.random()
+
+    async def acomplete(self, request: Request) -> Completion:
+        key = self.content_key(request)
+        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        latency, fault = self.attempt_draws(key, attempt)
         if latency > 0:
             await asyncio.sleep(latency)
         if fault < self.rate_429:
@@ -174,17 +178,15 @@ def perturbed_sql(meta: dict[str, Any], rng: random.Random, p_column: float, p_a
 
 
 def wrong_literal(value: str, rng: random.Random) -> str:
-    """A case change when that changes the text, else a one-character typo."""
-    if rng.random() < 0.5:
-        for variant in (value.lower(), value.upper(), value.swapcase()):
-            if variant != value:
-                return variant
+    """A one-character typo (changes the value even under case/punctuation-insensitive
+    comparison, as the WikiSQL executor uses), half the time also with changed case."""
     if not value:
         return "x"
     i = rng.randrange(len(value))
     ch = value[i]
     repl = str((int(ch) + 1) % 10) if ch.isdigit() else ("e" if ch.lower() != "e" else "a")
-    return value[:i] + repl + value[i + 1:]
+    typo = value[:i] + repl + value[i + 1:]
+    return typo.swapcase() if rng.random() < 0.5 else typo
 
 
 def break_sql(sql: str, rng: random.Random) -> str:
