@@ -7,12 +7,14 @@ Layers, each enough on its own for what it covers:
   route), PRAGMA and transactions are denied at prepare time;
 - a progress handler aborts any statement past its time budget, and a row cap stops
   queries that return more rows than a WikiSQL answer can have;
-- SQLite limits cap string/blob size (zeroblob(1e9)) and forbid attached databases.
+- SQLite limits cap string/blob size (zeroblob(1e9)) and forbid attached databases;
+- statements that are not queries (REINDEX, ANALYZE, EXPLAIN, BEGIN, ...) are refused before
+  SQLite sees them: some of them need no write and would otherwise "pass" with no rows.
 
 Error kinds (ExecResult.error_kind), in the order they are checked:
   empty               no SQL (None, "" or whitespace/comments only); never runs
   multiple_statements more than one statement; nothing runs (the cleaner keeps the first)
-  denied              the authorizer refused an action, or SQLite refused a write
+  denied              not a query, the authorizer refused an action, or SQLite refused a write
   timeout             the statement ran past timeout_s
   too_many_rows       more than max_rows result rows
   syntax              parse errors: syntax error, incomplete input, unrecognized token
@@ -23,6 +25,7 @@ Error kinds (ExecResult.error_kind), in the order they are checked:
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -37,6 +40,10 @@ ERROR_KINDS = ("empty", "multiple_statements", "denied", "timeout", "too_many_ro
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                     sqlite3.SQLITE_RECURSIVE}
 _DENIED_FUNCTIONS = {"load_extension"}
+_NOT_QUERIES = {"insert", "update", "delete", "replace", "drop", "create", "alter", "attach", "detach",
+                "pragma", "vacuum", "reindex", "analyze", "begin", "commit", "end", "rollback",
+                "savepoint", "release", "explain"}
+_WORD = re.compile(r"[A-Za-z]+")
 # VM instructions between progress-handler calls: ~tens of microseconds, so the budget is
 # kept to well under a millisecond of overshoot while costing nothing measurable.
 _PROGRESS_EVERY = 1000
@@ -59,7 +66,8 @@ def _authorize(action: int, arg1, arg2, db_name, trigger) -> int:
 
 def classify_error(message: str) -> str:
     m = message.lower()
-    if "not authorized" in m or "readonly" in m or "read-only" in m or "prohibited" in m:
+    if ("not authorized" in m or "authorization denied" in m or "readonly" in m or "read-only" in m
+            or "prohibited" in m):
         return "denied"
     if "interrupted" in m:
         return "timeout"
@@ -76,21 +84,26 @@ def classify_error(message: str) -> str:
     return "other"
 
 
+def _skip_noise(sql: str, skip: str = ";(") -> str:
+    """`sql` without leading whitespace, comments and `skip` characters (a linear scan)."""
+    i, n = 0, len(sql)
+    while i < n:
+        if sql[i].isspace() or sql[i] in skip:
+            i += 1
+        elif sql.startswith("--", i):
+            nl = sql.find("\n", i)
+            i = n if nl < 0 else nl + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        else:
+            break
+    return sql[i:]
+
+
 def _is_blank(sql: str) -> bool:
     # Comments-only input is as empty as whitespace: sqlite3 would "run" it and return nothing.
-    s = sql.strip()
-    while s:
-        if s.startswith("--"):
-            nl = s.find("\n")
-            s = "" if nl < 0 else s[nl + 1:].strip()
-        elif s.startswith("/*"):
-            end = s.find("*/")
-            s = "" if end < 0 else s[end + 2:].strip()
-        elif s.startswith(";"):
-            s = s[1:].strip()
-        else:
-            return False
-    return True
+    return not _skip_noise(sql, skip=";")
 
 
 class SqlExecutor:
@@ -103,6 +116,7 @@ class SqlExecutor:
         self._gold_cache: OrderedDict[tuple[str, str], ExecResult] = OrderedDict()
         self._deadline = 0.0
         self._con = connect(self.db_path, readonly=True)
+        self._con.isolation_level = None  # sqlite3 must never issue an implicit BEGIN of its own
         self._con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         self._con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)
         self._con.set_authorizer(_authorize)
@@ -113,8 +127,14 @@ class SqlExecutor:
 
     def execute(self, sql: str | None) -> ExecResult:
         t0 = time.perf_counter()
+        if sql is not None and not isinstance(sql, str):
+            return ExecResult(False, None, "other", f"SQL must be a string, got {type(sql).__name__}", 0.0)
         if sql is None or _is_blank(sql):
             return ExecResult(False, None, "empty", "no SQL to execute", 0.0)
+        first = _WORD.match(_skip_noise(sql))
+        if first and first.group(0).lower() in _NOT_QUERIES:
+            return ExecResult(False, None, "denied", f"only queries are run, not {first.group(0).upper()}",
+                              time.perf_counter() - t0)
         self._deadline = t0 + self.timeout_s
         cur = None
         try:
@@ -129,6 +149,8 @@ class SqlExecutor:
                 msg = f"interrupted after {time.perf_counter() - t0:.3f}s (budget {self.timeout_s}s)"
                 return ExecResult(False, None, kind, msg, time.perf_counter() - t0)
             return ExecResult(False, None, kind, str(e), time.perf_counter() - t0)
+        except Exception as e:  # e.g. a non-str argument, undecodable text: still a result, not a crash
+            return ExecResult(False, None, "other", f"{type(e).__name__}: {e}", time.perf_counter() - t0)
         finally:
             if cur is not None:
                 cur.close()
@@ -138,7 +160,9 @@ class SqlExecutor:
         return ExecResult(True, rows, None, None, elapsed)
 
     def execute_gold(self, sql: str) -> ExecResult:
-        """`execute` with an LRU cache keyed by (database, SQL): gold queries repeat across runs."""
+        """`execute` with an LRU cache keyed by (database, SQL): gold queries repeat across runs.
+
+        The cached ExecResult is shared between calls: treat its rows as read-only."""
         key = (str(self.db_path), sql)
         hit = self._gold_cache.get(key)
         if hit is not None:

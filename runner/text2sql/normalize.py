@@ -19,7 +19,8 @@ def format_number(x: int | float) -> str:
 
 
 @lru_cache(maxsize=1 << 18)
-def _text_key(s: str) -> str:
+def text_key(s: str) -> str:
+    """nkey of a str (NFKC, lowercase, alphanumerics only)."""
     # Called from the SQLite collation for every text comparison: cached, and the common
     # already-clean ASCII case skips the NFKC pass.
     if not s.isascii():
@@ -34,7 +35,7 @@ def nkey(x: object) -> str:
     if isinstance(x, bool):
         return str(x).lower()
     if isinstance(x, (int, float)):
-        return _text_key(format_number(x))
+        return text_key(format_number(x))
     if isinstance(x, bytes):
         x = x.decode("utf-8", "replace")
-    return _text_key(str(x))
+    return text_key(str(x))

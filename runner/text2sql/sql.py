@@ -10,6 +10,7 @@ import re
 AGGS = ("", "MAX", "MIN", "COUNT", "SUM", "AVG")
 OPS = ("=", ">", "<", "OP")
 _NUMBER = re.compile(r"^[+-]? ?(\d+(\.\d+)?|\.\d+)$")
+_NUMBER_IN_TEXT = re.compile(r"[+-]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 
 
 def table_name(table_id: str) -> str:
@@ -54,9 +55,23 @@ def parse_number(value: object) -> float | int | None:
     return int(f) if f.is_integer() and "." not in s else f
 
 
+def number_in_text(value: object) -> float | int | None:
+    """The one number inside a value such as '$50,000', '29,500%', '42¢', '#21', '–6' (en dash).
+
+    None when there is no number or more than one ('1995-96'). WikiSQL's official evaluator
+    also falls back to the number inside a string for real columns.
+    """
+    s = str(value).replace("\u2212", "-").replace("\u2013", "-")  # minus sign, en dash as minus
+    found = _NUMBER_IN_TEXT.findall(s)
+    return parse_number(found[0]) if len(found) == 1 else None
+
+
 def render_literal(value: object, column_type: str) -> str:
     if column_type == "real":
+        # A quoted string never equals a REAL cell, so '$50,000' must become 50000.
         num = parse_number(value)
+        if num is None:
+            num = number_in_text(value)
         if num is not None:
             return repr(num) if isinstance(num, float) else str(num)
     return quote_literal(str(value))
