@@ -1,0 +1,127 @@
+"""`local_hf`: an in-process causal LM (a local Hugging Face folder or a hub id) as a provider.
+
+Batched for real: the engine hands `complete_batch` up to `batch_size` requests and they are
+decoded together in one left-padded greedy batch (runner.student.generate), stopping at the
+end-of-turn token. `tokens_out` is what the model actually generated for each row. Backends:
+`torch` (transformers) everywhere; `mlx` (mlx-lm's batch generation) where mlx is installed.
+Use it for students and as a local teacher: `provider=local_hf provider.model=/path/or/hub-id`.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from runner.providers.base import Completion, Provider, Request
+from runner.stage import ConfigError, check_choice
+
+BACKENDS = ("torch", "mlx")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_FINGERPRINT_FILES = ("*.safetensors", "*.bin", "*.npz", "config.json", "tokenizer.json",
+                      "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
+
+
+def weights_fingerprint(path: Path) -> str:
+    """sha256 over the files that decide the answers, so a retrained model never hits stale cache."""
+    h = hashlib.sha256()
+    for pattern in _FINGERPRINT_FILES:
+        for f in sorted(path.glob(pattern)):
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class LocalHFProvider(Provider):
+    kind = "local_hf"
+    batched = True
+
+    def __init__(self, model: str, *, backend: str = "torch", device: str = "auto", dtype: str = "auto",
+                 revision: str | None = None, batch_size: int = 32, concurrency: int = 1,
+                 cache: bool = False, **kwargs: Any):
+        super().__init__(model, batch_size=batch_size, concurrency=concurrency, cache=cache, **kwargs)
+        self.backend, self.device, self.dtype, self.revision = backend, device, dtype, revision
+        self._lock = threading.Lock()
+        self._loaded: tuple[Any, Any] | None = None
+        self.load_s: float | None = None
+        self._fingerprint: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("provider", "backend", self.backend, BACKENDS)
+        check_choice("provider", "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        if self.concurrency != 1:
+            raise ConfigError(f"provider.concurrency={self.concurrency}: local_hf runs one in-process model, "
+                              "so batches must run one at a time; set provider.concurrency=1 and raise "
+                              "provider.batch_size for throughput")
+        if self.temperature != 0 or self.top_p not in (None, 1, 1.0):
+            raise ConfigError("local_hf decodes greedily only: set provider.temperature=0 and provider.top_p=null")
+        if not Path(self.model).exists() and not _HUB_ID.match(self.model):
+            raise ConfigError(f"provider.model={self.model!r} is neither an existing folder nor a hub id "
+                              "like Qwen/Qwen2.5-0.5B-Instruct")
+        if self.backend == "mlx":
+            import importlib.util
+
+            if importlib.util.find_spec("mlx_lm") is None:
+                raise ConfigError("provider.backend=mlx needs mlx-lm: pip install 'runner[mlx]'")
+
+    def cache_identity(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            path = Path(self.model)
+            self._fingerprint = weights_fingerprint(path) if path.is_dir() else f"hub@{self.revision or 'main'}"
+        return {**super().cache_identity(), "backend": self.backend, "dtype": self.dtype,
+                "weights": self._fingerprint}
+
+    # --- model ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        with self._lock:
+            if self._loaded is not None:
+                return
+            from runner.student import generate as gen
+
+            if self.backend == "mlx":
+                model, tok, secs = gen.load_mlx_model(self.model)
+            else:
+                model, tok, secs = gen.load_torch_model(self.model, device=self.device, dtype=self.dtype,
+                                                        revision=self.revision)
+            self._loaded, self.load_s = (model, tok), secs
+
+    @property
+    def model_and_tokenizer(self) -> tuple[Any, Any]:
+        self.setup()
+        return self._loaded  # type: ignore[return-value]
+
+    def generate(self, conversations: list[list[dict[str, str]]], *, sort_by_length: bool = True,
+                 batch_size: int | None = None):
+        """Direct batched generation (no engine): list of runner.student.generate.Generation."""
+        from runner.student import generate as gen
+
+        model, tok = self.model_and_tokenizer
+        bs = batch_size or self.batch_size
+        with self._lock:  # one batch at a time through the model
+            if self.backend == "mlx":
+                return gen.generate_mlx(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
+                                        sort_by_length=sort_by_length)
+            return gen.generate_torch(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
+                                      sort_by_length=sort_by_length)
+
+    def complete_batch(self, requests: list[Request]) -> list[Completion]:
+        # The engine already chose the batch; keep its order (the caller sorts by length).
+        gens = self.generate([r.messages for r in requests], sort_by_length=False, batch_size=len(requests))
+        # cost_usd 0.0: a local model has no per-token charge (compute is not priced here).
+        return [Completion(text=self._apply_stop(g.text), tokens_in=g.tokens_in, tokens_out=g.tokens_out,
+                           cost_usd=0.0) for g in gens]
+
+    def _apply_stop(self, text: str) -> str:
+        for s in self.stop or ():
+            cut = text.find(s)
+            if cut >= 0:
+                text = text[:cut]
+        return text
+
+    def describe(self) -> str:
+        return f"{self.kind}[{self.backend}]:{self.model}"
+

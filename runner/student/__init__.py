@@ -1,0 +1,1 @@
+"""Student side of the Text2SQL pipeline: scratch/HF students, torch and mlx trainers, training stages."""

@@ -1,0 +1,116 @@
+"""Pipeline stages of the student side: `student_init` (build/load the base) and `train`.
+
+student_init  reads train.jsonl                              writes student_base/
+train         reads train.jsonl, valid.jsonl, student_base/  writes student_model/, train_log
+                                                             (+ student_adapter/ for LoRA/DoRA)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from runner.stage import ConfigError, Stage
+from runner.student.chat_data import read_chat_jsonl
+from runner.student.train_result import TrainPaths, TrainResult
+
+LOG_SCHEMA = {"step": pl.Int64, "loss": pl.Float64, "valid_loss": pl.Float64, "lr": pl.Float64,
+              "tokens": pl.Int64, "elapsed_s": pl.Float64}
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+class StudentInit(Stage):
+    """The untrained student as a Hugging Face folder: scratch (built here) or pretrained (linked/saved)."""
+
+    reads = ("train.jsonl",)
+    writes = ("student_base/",)
+
+    def __init__(self, student: Any):
+        self.student = student
+
+    def validate(self, ctx) -> None:
+        self.student.validate(self.name)
+
+    def run(self, ctx) -> None:
+        rows = read_chat_jsonl(ctx.store.locate("train.jsonl"))
+        out = ctx.store.path("student_base/")
+        tmp = out.with_name(out.name + ".tmp")
+        _remove(tmp)
+        info = self.student.build(rows, tmp, ctx.stage_seed("student_init"))
+        _remove(out)
+        os.replace(tmp, out)  # never leave a half-built model where the next stage would trust it
+        ctx.timer.add_items(len(rows))
+        ctx.metrics.log("student.source", self.student.description)
+        for key in ("params", "vocab_size"):
+            if info.get(key) is not None:
+                ctx.metrics.log(f"student.{key}", info[key])
+        ctx.log.info("student base %s (%s) -> %s", self.student.description,
+                     ", ".join(f"{k}={v}" for k, v in info.items()), out)
+
+
+class Train(Stage):
+    """Fine-tune student_base on train.jsonl (validating on valid.jsonl) with the configured trainer."""
+
+    reads = ("train.jsonl", "valid.jsonl", "student_base/")
+
+    def __init__(self, trainer: Any, student: Any):
+        self.trainer, self.student = trainer, student
+        adapter = ("student_adapter/",) if trainer.method in ("lora", "dora") else ()
+        self.writes = ("student_model/", "train_log", *adapter)
+
+    def validate(self, ctx) -> None:
+        if getattr(self.student, "from_scratch", False) and self.trainer.method != "full":
+            raise ConfigError(
+                f"{self.name}: trainer.method={self.trainer.method} on student=scratch trains a low-rank update "
+                "of random weights, which cannot learn the task; use trainer.method=full for a scratch "
+                "student (LoRA/DoRA are for pretrained students, e.g. student=hf)")
+        if getattr(self.student, "from_scratch", False) and getattr(self.trainer, "num_layers", -1) != -1:
+            raise ConfigError(f"{self.name}: trainer.num_layers={self.trainer.num_layers} leaves the embeddings and "
+                              "lower layers of a scratch student at their random init; use trainer.num_layers=-1")
+        self.trainer.validate(self.name)
+
+    def run(self, ctx) -> None:
+        train_rows = read_chat_jsonl(ctx.store.locate("train.jsonl"))
+        valid_rows = read_chat_jsonl(ctx.store.locate("valid.jsonl"))
+        ckpt_dir = ctx.store.path("train_checkpoints/")
+        paths = TrainPaths(model=ctx.store.path("student_model/"), adapter=ctx.store.path("student_adapter/"),
+                           checkpoints=ckpt_dir,
+                           resume_dirs=[ckpt_dir, *[d / ckpt_dir.name for d in ctx.store.fallback_dirs]])
+        for p in (paths.model, paths.adapter):
+            _remove(p)
+        result = self.trainer.fit(train_rows, valid_rows, ctx.store.locate("student_base/"), paths,
+                                  ctx.stage_seed("train"))
+        ctx.store.write("train_log", pl.DataFrame(result.log, schema=LOG_SCHEMA))
+        ctx.timer.add_items(len(train_rows))
+        log_train_metrics(ctx.metrics, result, self.trainer)
+        ctx.log.info("trained %d steps in %.1f s: final loss %s, best valid loss %s, %s tokens/s",
+                     result.steps, result.wall_s, _fmt(result.final_loss), _fmt(result.best_valid_loss),
+                     _fmt(result.tokens_per_s, ".0f"))
+
+
+def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
+    """The `train.*` keys of metrics.json (formulas in the README: tokens_per_s = tokens / train_s)."""
+    metrics.update("train", {
+        "backend": trainer.backend, "method": trainer.method, "steps": result.steps,
+        "final_loss": result.final_loss, "best_valid_loss": result.best_valid_loss,
+        "wall_s": round(result.wall_s, 3), "train_s": round(result.train_s, 3), "tokens": result.tokens,
+        "tokens_per_s": result.tokens_per_s, "params_total": result.params_total,
+        "params_trainable": result.params_trainable, "dropped_rows": result.dropped_train,
+        "dropped_valid_rows": result.dropped_valid, "resumed_from_step": result.resumed_from_step,
+        "stopped_early": result.stopped_early, "world_size": result.world_size, "merged": result.merged})
+    if result.best_valid_loss is None:
+        metrics.log("train.best_valid_loss_reason", "not measured: no validation ran (eval_every unset, "
+                    "or no valid.jsonl row fits max_seq_length)")
+
+
+def _fmt(v: float | None, spec: str = ".4f") -> str:
+    return "null" if v is None else format(v, spec)

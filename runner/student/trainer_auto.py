@@ -1,0 +1,17 @@
+"""`trainer=auto`: mlx-lm on Apple silicon (where it is fastest), the torch trainer everywhere else."""
+from __future__ import annotations
+
+import importlib.util
+import platform
+from typing import Any
+
+
+def on_apple_silicon() -> bool:
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
+
+
+def auto_trainer(torch: Any, mlx: Any, enabled: bool = True) -> Any:
+    """Return the configured mlx trainer on Apple silicon with mlx-lm installed, else the torch one."""
+    if on_apple_silicon() and importlib.util.find_spec("mlx_lm") is not None:
+        return mlx
+    return torch

@@ -1,0 +1,249 @@
+"""`trainer=torch`: supervised fine-tuning with transformers + peft, on one process or under torchrun (DDP).
+
+One optimizer step = `grad_accum` global batches of `batch_size` rows per process. The loss is
+the mean cross-entropy over the assistant tokens of the whole step (all micro-batches, all ranks):
+each rank sums its token losses and divides by the step's global token count, so 2 processes at
+batch b compute exactly the gradient of 1 process at batch 2b.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from runner.stage import ConfigError, check_choice, check_range
+from runner.student import checkpoint as ckpt
+from runner.student.chat_data import Example, collate, encode_rows, length_sorted_batches
+from runner.student.ddp import Dist, all_sum, barrier, init_distributed, shard
+from runner.student.progress import TrainProgress
+from runner.student.train_result import TrainPaths, TrainResult
+
+
+class TorchTrainer:
+    backend = "torch"
+
+    def __init__(self, method: str = "full", lora: dict[str, Any] | None = None, learning_rate: float = 1e-3,
+                 lr_schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0,
+                 max_grad_norm: float | None = 1.0, epochs: float = 1, max_steps: int | None = None,
+                 batch_size: int = 16, grad_accum: int = 1, max_seq_length: int = 512,
+                 eval_every: int | None = None, max_valid_rows: int | None = None,
+                 early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
+                 checkpoint_every: int | None = None, keep_checkpoints: int = 2, resume: bool = True,
+                 device: str = "auto", bf16_autocast: bool = True, num_threads: int | None = None,
+                 seed: int | None = None, progress: bool = True, enabled: bool = True):
+        self.method, self.lora = method, dict(lora or {})
+        self.learning_rate, self.lr_schedule, self.warmup_steps = learning_rate, lr_schedule, warmup_steps
+        self.weight_decay, self.max_grad_norm = weight_decay, max_grad_norm
+        self.epochs, self.max_steps = epochs, max_steps
+        self.batch_size, self.grad_accum, self.max_seq_length = batch_size, grad_accum, max_seq_length
+        self.eval_every, self.max_valid_rows = eval_every, max_valid_rows
+        self.patience, self.min_delta = early_stopping_patience, early_stopping_min_delta
+        self.checkpoint_every, self.keep_checkpoints, self.resume = checkpoint_every, keep_checkpoints, resume
+        self.device, self.bf16_autocast, self.num_threads = device, bf16_autocast, num_threads
+        self.seed, self.progress, self.enabled = seed, progress, enabled
+
+    def validate(self, where: str) -> None:
+        check_choice(where, "trainer.method", self.method, ["full", "lora"])
+        check_choice(where, "trainer.lr_schedule", self.lr_schedule,
+                     ["constant", "constant_with_warmup", "linear", "cosine"])
+        check_range(where, "trainer.learning_rate", self.learning_rate, 0, lo_open=True)
+        for key in ("batch_size", "grad_accum", "max_seq_length"):
+            check_range(where, f"trainer.{key}", getattr(self, key), 1)
+        if self.max_steps is None:
+            check_range(where, "trainer.epochs", self.epochs, 0, lo_open=True)
+        else:
+            check_range(where, "trainer.max_steps", self.max_steps, 1)
+        for key in ("eval_every", "checkpoint_every", "early_stopping_patience", "num_threads"):
+            value = getattr(self, {"early_stopping_patience": "patience"}.get(key, key))
+            check_range(where, f"trainer.{key}", value, 1)
+        if self.patience is not None and not self.eval_every:
+            raise ConfigError(f"{where}: trainer.early_stopping_patience needs trainer.eval_every "
+                              "(early stopping counts validations without improvement)")
+        if self.method == "lora":
+            for key in ("rank", "alpha", "dropout", "target_modules"):
+                if key not in self.lora:
+                    raise ConfigError(f"{where}: trainer.lora.{key} is missing (needed for method=lora)")
+
+    # ---------------------------------------------------------------- model
+    def _load_model(self, base_dir: Path, seed: int, dist: Dist):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        torch.manual_seed(seed)  # LoRA init and dropout
+        if self.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(
+                r=self.lora["rank"], lora_alpha=self.lora["alpha"], lora_dropout=self.lora["dropout"],
+                target_modules=list(self.lora["target_modules"]), task_type="CAUSAL_LM"))
+        model.to(dist.device)
+        return model, tokenizer, pad_id
+
+    # ----------------------------------------------------------------- loss
+    def _token_loss_sum(self, model, examples: list[Example], pad_id: int, device: str):
+        """Sum of next-token cross-entropy over the assistant tokens of these examples."""
+        import torch
+        import torch.nn.functional as F
+
+        ids, mask, labels = (t.to(device) for t in collate(examples, pad_id))
+        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16_autocast and device.startswith("cuda")
+               else nullcontext())
+        # Logits only from the first position that predicts an answer token: the LM head over the
+        # prompt (most of each row) would be computed and then ignored.
+        start = min(e.prompt_len for e in examples) - 1
+        with amp:
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=ids.size(1) - start).logits
+        return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                               labels[:, start + 1:].reshape(-1), ignore_index=-100, reduction="sum"), int(mask.sum())
+
+    def _valid_loss(self, model, valid: list[Example], pad_id: int, dist: Dist) -> float | None:
+        import torch
+
+        if not valid:
+            return None
+        model.eval()
+        total, count = 0.0, 0
+        mine = shard(sorted(range(len(valid)), key=lambda i: len(valid[i].input_ids)), dist)
+        with torch.no_grad():
+            for b in range(0, len(mine), self.batch_size):
+                exs = [valid[i] for i in mine[b:b + self.batch_size]]
+                loss, _ = self._token_loss_sum(model, exs, pad_id, dist.device)
+                total += float(loss)
+                count += sum(e.n_target for e in exs)
+        model.train()
+        total, count = all_sum([total, float(count)], dist)
+        return total / count
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train_rows: list[dict], valid_rows: list[dict], base_dir: Path, paths: TrainPaths,
+            seed: int) -> TrainResult:
+        import torch
+        from transformers import get_scheduler
+
+        t_start = time.perf_counter()
+        seed = self.seed if self.seed is not None else seed
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        dist = init_distributed(self.device)
+        model, tokenizer, pad_id = self._load_model(base_dir, seed, dist)
+        train, dropped = encode_rows(tokenizer, train_rows, self.max_seq_length)
+        valid, dropped_valid = encode_rows(tokenizer, valid_rows[: self.max_valid_rows or None], self.max_seq_length)
+        global_bs = self.batch_size * dist.world
+        if len(train) < global_bs:
+            raise ValueError(f"only {len(train)} training rows fit max_seq_length={self.max_seq_length}; "
+                             f"need at least batch_size x processes = {global_bs}")
+        # Every rank builds the same global batches; batches too small to give each rank a row are dropped.
+        batch_cache: dict[int, list[list[int]]] = {}
+
+        def epoch_batches(epoch: int) -> list[list[int]]:
+            if epoch not in batch_cache:
+                batch_cache.clear()
+                batch_cache[epoch] = [b for b in length_sorted_batches(train, global_bs, seed, epoch)
+                                      if len(b) >= dist.world]
+            return batch_cache[epoch]
+        steps_per_epoch = math.ceil(len(epoch_batches(0)) / self.grad_accum)
+        total_steps = self.max_steps or max(1, round(self.epochs * steps_per_epoch))
+
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)
+        scheduler = get_scheduler(self.lr_schedule, optimizer, num_warmup_steps=self.warmup_steps,
+                                  num_training_steps=total_steps)
+        core = model  # the unwrapped module: what we save and evaluate
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[dist.local_rank] if dist.device.startswith("cuda") else None)
+
+        state = {"step": 0, "best_valid": None, "bad_evals": 0, "log": [], "train_s": 0.0, "tokens": 0}
+        resumed_from = None
+        last = ckpt.latest_checkpoint(paths.resume_dirs) if self.resume else None
+        if last is not None:
+            saved = ckpt.load_checkpoint(last)
+            core.load_state_dict(saved["weights"], strict=False)
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = saved["state"]
+            resumed_from = state["step"]
+
+        def log_eval(step: int) -> bool:
+            """Validate, record, and say whether early stopping fires."""
+            v = self._valid_loss(core, valid, pad_id, dist)
+            state["log"].append({"step": step, "loss": None, "valid_loss": v, "lr": None, "tokens": None,
+                                 "elapsed_s": state["train_s"]})
+            if v is None:
+                return False
+            if state["best_valid"] is None or v < state["best_valid"] - self.min_delta:
+                state["best_valid"], state["bad_evals"] = v, 0
+            else:
+                state["bad_evals"] += 1
+            return self.patience is not None and state["bad_evals"] >= self.patience
+
+        model.train()
+        bar = TrainProgress(total_steps, enabled=self.progress and dist.is_main)
+        with bar:
+            if state["step"] == 0 and self.eval_every:
+                log_eval(0)
+            stop = False
+            while state["step"] < total_steps and not stop:
+                step = state["step"]
+                epoch, within = divmod(step, steps_per_epoch)
+                batches = epoch_batches(epoch)[within * self.grad_accum:(within + 1) * self.grad_accum]
+                t0 = time.perf_counter()
+                n_target = sum(train[i].n_target for b in batches for i in b)  # the step's global token count
+                loss_sum, tokens = 0.0, 0
+                for k, batch in enumerate(batches):
+                    exs = [train[i] for i in shard(batch, dist)]
+                    sync = model.no_sync if dist.enabled and k < len(batches) - 1 else nullcontext
+                    with sync():
+                        loss, ntok = self._token_loss_sum(model, exs, pad_id, dist.device)
+                        (loss * dist.world / n_target).backward()  # DDP averages over ranks; undo that
+                    loss_sum += float(loss.detach())
+                    tokens += ntok
+                if self.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(trainable, self.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum, tokens = all_sum([loss_sum, float(tokens)], dist)
+                state["train_s"] += time.perf_counter() - t0
+                state["tokens"] += int(tokens)
+                state["step"] = step = step + 1
+                step_loss = loss_sum / n_target
+                state["log"].append({"step": step, "loss": step_loss, "valid_loss": None,
+                                     "lr": scheduler.get_last_lr()[0], "tokens": int(tokens),
+                                     "elapsed_s": state["train_s"]})
+                bar.update(step, step_loss, state["tokens"] / state["train_s"])
+                if self.eval_every and (step % self.eval_every == 0 or step == total_steps):
+                    stop = log_eval(step)
+                    bar.note_valid(state["log"][-1]["valid_loss"])
+                if dist.is_main and self.checkpoint_every and (step % self.checkpoint_every == 0 or stop):
+                    ckpt.save_checkpoint(paths.checkpoints, step, {
+                        "weights": ckpt.trainable_state(core), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "state": state}, self.keep_checkpoints)
+        if dist.is_main:
+            self._save(core, tokenizer, paths)
+        barrier(dist)
+        losses = [r["loss"] for r in state["log"] if r["loss"] is not None]
+        return TrainResult(
+            log=state["log"], steps=state["step"], final_loss=losses[-1] if losses else None,
+            best_valid_loss=state["best_valid"], wall_s=time.perf_counter() - t_start,
+            train_s=state["train_s"], tokens=state["tokens"],
+            params_total=sum(p.numel() for p in core.parameters()),
+            params_trainable=sum(p.numel() for p in trainable),
+            dropped_train=dropped, dropped_valid=dropped_valid, resumed_from_step=resumed_from,
+            stopped_early=state["step"] < total_steps, world_size=dist.world, rank=dist.rank,
+            merged=self.method == "lora")
+
+    def _save(self, core, tokenizer, paths: TrainPaths) -> None:
+        """Full: the model. LoRA: the adapter (student_adapter/) and the merged model (student_model/)."""
+        if self.method == "lora":
+            core.save_pretrained(paths.adapter)
+            tokenizer.save_pretrained(paths.adapter)
+            core = core.merge_and_unload()
+        core.save_pretrained(paths.model)
+        tokenizer.save_pretrained(paths.model)
