@@ -10,9 +10,10 @@ from rich.table import Table
 _SKIP_PREFIX = ("version.", "run.git_commit", "run.host", "run.platform", "run.started_at", "run.ended_at")
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any, none: str = "null") -> str:
+    """How tables show a metric: 4 significant digits for floats, `none` for a missing value."""
     if v is None:
-        return "null"
+        return none
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -29,15 +30,15 @@ def print_summary(metrics: dict[str, Any], timing: dict[str, Any], run_dir: Path
     for k, v in metrics.items():
         if k.startswith(_SKIP_PREFIX) or isinstance(v, (dict, list)):
             continue
-        t.add_row(k, _fmt(v))
+        t.add_row(k, format_value(v))
     console.print(t)
     st = Table(title="stage timing")
     for col in ("stage", "wall_s", "share", "items", "items/s", "p50", "p95"):
         st.add_column(col, justify="left" if col == "stage" else "right")
     for name, s in timing.get("stages", {}).items():
         lat = s.get("latency") or {}
-        st.add_row(name, _fmt(s["wall_s"]), _fmt(s["share"]), _fmt(s["items"]), _fmt(s["items_per_s"]),
-                   _fmt(lat.get("p50")), _fmt(lat.get("p95")))
-    st.add_row("total", _fmt(timing.get("total_wall_s")), "1", "", "", "", "")
+        st.add_row(name, format_value(s["wall_s"]), format_value(s["share"]), format_value(s["items"]), format_value(s["items_per_s"]),
+                   format_value(lat.get("p50")), format_value(lat.get("p95")))
+    st.add_row("total", format_value(timing.get("total_wall_s")), "1", "", "", "", "")
     console.print(st)
     console.print(f"outputs: {run_dir}")

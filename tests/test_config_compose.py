@@ -1,7 +1,7 @@
 """Every experiment composes with the Hydra compose API (struct mode, all groups resolvable)."""
 from __future__ import annotations
 
-from pathlib import Path
+
 
 import pytest
 from hydra import compose, initialize_config_dir

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+
 
 from tests.conftest import read_metrics, run_cli
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.artifacts import atomic_path
 from runner.stage import ConfigError
 
 
@@ -108,7 +109,6 @@ class Burgers1D:
                 return BurgersData(**{k: z[k] for k in ("train_u0", "train_uT", "test_u0", "test_uT")}), True
         data = self.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
-        np.savez(tmp, **asdict(data))
-        tmp.replace(path)
+        with atomic_path(path, suffix=".tmp.npz") as tmp:  # np.savez wants the .npz suffix
+            np.savez(tmp, **asdict(data))
         return data, False

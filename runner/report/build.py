@@ -14,6 +14,7 @@ from rich.table import Table
 
 from runner.report import plots
 from runner.report.load import Runs, default_metrics, find_job_dirs, load_runs
+from runner.summary import format_value
 
 # Metric names where a smaller value is the better one (used for the Pareto plot's direction).
 LOWER_IS_BETTER = ("nrmse", "mse", "loss", "error_rate", "wall_s", "cost", "latency")
@@ -130,11 +131,7 @@ def make_plots(report: Report, quality: str | None, costs: list[str] | None,
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+    return format_value(v, none="")
 
 
 def write_csv(report: Report) -> Path:

@@ -6,11 +6,11 @@ so far. The data order is a pure function of (seed, epoch), so the step alone sa
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from runner.artifacts import atomic_path
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
@@ -31,14 +31,8 @@ def save_checkpoint(ckpt_dir: Path, step: int, state: dict[str, Any], keep: int)
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step_{step:07d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".step_", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # a killed run never leaves a half-written checkpoint
         torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     old = sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))
     for p in old[:-keep] if keep > 0 else []:
         p.unlink()

@@ -67,13 +67,14 @@ def compare_rows(joined: pl.DataFrame, executor) -> pl.DataFrame:
     """Per-row agreement of teacher (t_*) and student (s_*) predictions and token F1 vs gold."""
     out: dict[str, list] = {k: [] for k in ("same_sql", "same_result", "t_f1", "s_f1")}
     ordered_cache: dict[str, bool] = {}
-    for t_sql, s_sql, gold in joined.select("t_clean_sql", "s_clean_sql", "gold_sql").rows():
+    tables = joined["sql_table"].to_list() if "sql_table" in joined.columns else [None] * joined.height
+    for (t_sql, s_sql, gold), table in zip(joined.select("t_clean_sql", "s_clean_sql", "gold_sql").rows(), tables):
         t_sql, s_sql = t_sql or "", s_sql or ""
         t_tok, s_tok = sql_tokens(t_sql), sql_tokens(s_sql)
         out["same_sql"].append(bool(t_tok) and t_tok == s_tok)
         same = False
         if t_sql.strip() and s_sql.strip():
-            t_res, s_res = executor.execute(t_sql), executor.execute(s_sql)
+            t_res, s_res = executor.execute(t_sql, table), executor.execute(s_sql, table)
             if gold not in ordered_cache:
                 ordered_cache[gold] = " order by " in " ".join(gold.lower().split())
             same = t_res.ok and s_res.ok and results_match(s_res.rows, t_res.rows, ordered=ordered_cache[gold])
@@ -156,7 +157,8 @@ class CompareStage(Stage):
     # --- parts ---------------------------------------------------------------------------------
     @staticmethod
     def _join(teacher: pl.DataFrame, post: pl.DataFrame) -> pl.DataFrame:
-        t = teacher.select("sample_id", "gold_sql", t_clean_sql="clean_sql", t_exec_pass="exec_pass",
+        extra = ["sql_table"] if "sql_table" in teacher.columns else []
+        t = teacher.select("sample_id", "gold_sql", *extra, t_clean_sql="clean_sql", t_exec_pass="exec_pass",
                            t_gold_match="gold_match")
         s = post.select("sample_id", s_clean_sql="clean_sql", s_exec_pass="exec_pass", s_gold_match="gold_match",
                         s_generation="generation")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+from runner.artifacts import atomic_path
 from runner.text2sql.data import Table
 from runner.text2sql.normalize import text_key
 from runner.text2sql.sql import column_names, quote_ident, table_name
@@ -35,9 +34,11 @@ def table_schema(table: Table) -> tuple[str, list[str], list[str]]:
     return table_name(table.id), column_names(table.header), list(table.types)
 
 
-def create_table_sql(table: Table) -> str:
-    """Compact one-line CREATE TABLE for prompts (no COLLATE clause: it is an executor detail)."""
-    name, cols, types = table_schema(table)
+def create_table_sql(table: Table, name: str | None = None) -> str:
+    """Compact one-line CREATE TABLE for prompts (no COLLATE clause: it is an executor detail).
+    `name`: the name the prompt uses for the table (an alias), default its SQL name."""
+    real, cols, types = table_schema(table)
+    name = name or real
     body = ", ".join(f"{quote_ident(c)} {t.upper()}" for c, t in zip(cols, types))
     return f"CREATE TABLE {name} ({body});"
 
@@ -70,15 +71,8 @@ def build_database(tables: dict[str, Table], cache_dir: Path) -> Path:
         other = names.setdefault(table_name(tid), tid)
         if other != tid:
             raise ValueError(f"table ids {other!r} and {tid!r} map to the same SQL name {table_name(tid)}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        _write_tables(Path(tmp), tables)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        _write_tables(tmp, tables)
     return path
 
 

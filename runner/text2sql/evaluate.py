@@ -9,8 +9,6 @@ candidates), `teacher_eval.*` = eval split, `clean.*` / `exec_error.*` = every t
 from __future__ import annotations
 
 import json
-import re
-import time
 
 import polars as pl
 
@@ -18,9 +16,8 @@ from runner.stage import Stage
 from runner.text2sql.cleaner import clean_sql
 from runner.text2sql.executor import SqlExecutor
 from runner.text2sql.quality import counts, rates
-from runner.text2sql.scoring import results_match
+from runner.text2sql.scoring import SCORED_TYPES, score_sql
 
-_ORDER_BY = re.compile(r"\border\s+by\b", re.I)
 RESULT_ROWS_KEPT = 20  # rows of each predicted result kept in the artifact (for judges and reading)
 
 
@@ -30,7 +27,8 @@ def open_executor(ctx) -> SqlExecutor:
     if path is None:
         raise FileNotFoundError("artifacts/database.json not found: run the `load` stage first")
     info = json.loads(path.read_text())
-    return SqlExecutor(info["path"], timeout_s=info.get("timeout_s", 1.0), max_rows=info.get("max_rows", 1000))
+    return SqlExecutor(info["path"], timeout_s=info.get("timeout_s", 1.0), max_rows=info.get("max_rows", 1000),
+                       table_alias=info.get("table_alias"))
 
 
 def clean_frame(df: pl.DataFrame, text_col: str = "generation") -> pl.DataFrame:
@@ -42,28 +40,16 @@ def clean_frame(df: pl.DataFrame, text_col: str = "generation") -> pl.DataFrame:
 
 
 def execute_frame(df: pl.DataFrame, executor: SqlExecutor) -> pl.DataFrame:
-    """Adds exec_pass, exec_error (kind), exec_error_detail, exec_s, gold_match, pred_result.
-
-    Same semantics as scoring.score_predictions: empty SQL never passes; gold match is
-    results_match against the (LRU-cached) gold result, ordered only if the gold has ORDER BY."""
-    cols: dict[str, list] = {k: [] for k in ("exec_pass", "exec_error", "exec_error_detail", "exec_s",
-                                             "gold_match", "pred_result")}
-    for sql, gold_sql in zip(df["clean_sql"].to_list(), df["gold_sql"].to_list()):
-        gold = executor.execute_gold(gold_sql)
-        t0 = time.perf_counter()
-        pred = gold if sql and sql == gold_sql else executor.execute(sql)
-        cols["exec_s"].append(time.perf_counter() - t0)
-        passed = bool(sql) and pred.ok
-        cols["exec_pass"].append(passed)
-        cols["exec_error"].append(None if passed else pred.error_kind)
-        cols["exec_error_detail"].append(None if passed else pred.error)
-        cols["gold_match"].append(passed and gold.ok and results_match(
-            pred.rows, gold.rows, ordered=bool(_ORDER_BY.search(gold_sql))))
-        cols["pred_result"].append(json.dumps([list(r) for r in pred.rows[:RESULT_ROWS_KEPT]],
-                                              ensure_ascii=False, default=str) if passed else None)
-    types = {"exec_pass": pl.Boolean, "exec_error": pl.String, "exec_error_detail": pl.String,
-             "exec_s": pl.Float64, "gold_match": pl.Boolean, "pred_result": pl.String}
-    return df.with_columns(*[pl.Series(k, v, dtype=types[k]) for k, v in cols.items()])
+    """Adds exec_pass, exec_error (kind), exec_error_detail, exec_s, gold_match (scoring.score_sql,
+    the one scoring path) and pred_result (first rows of the prediction's result, as JSON)."""
+    tables = df["sql_table"].to_list() if "sql_table" in df.columns else [None] * df.height
+    scored = [score_sql(executor, sql, gold, table)
+              for sql, gold, table in zip(df["clean_sql"].to_list(), df["gold_sql"].to_list(), tables)]
+    pred_result = [json.dumps([list(r) for r in s.rows[:RESULT_ROWS_KEPT]], ensure_ascii=False, default=str)
+                   if s.exec_pass else None for s in scored]
+    return df.with_columns(*[pl.Series(k, [getattr(s, k) for s in scored], dtype=t)
+                             for k, t in SCORED_TYPES.items()],
+                           pl.Series("pred_result", pred_result, dtype=pl.String))
 
 
 def judge_frame(df: pl.DataFrame, judge, ctx) -> tuple[pl.DataFrame, dict]:

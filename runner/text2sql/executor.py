@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.text2sql.database import connect
+from runner.text2sql.sql import quote_ident
 
 ERROR_KINDS = ("empty", "multiple_statements", "denied", "timeout", "too_many_rows", "syntax",
                "no_such_table", "no_such_column", "no_such_function", "other")
@@ -101,6 +102,22 @@ def _skip_noise(sql: str, skip: str = ";(") -> str:
     return sql[i:]
 
 
+_WITH = re.compile(r"with(\s+recursive)?\b", re.I)
+
+
+def bind_alias(sql: str, alias: str, table: str) -> str:
+    """`sql` with `alias` bound to `table` by a leading CTE (merged into the query's own WITH).
+
+    Prompts can then name every question's table `t`: the same SQL text runs against the row's
+    real table, and nothing is written to the database (no views, no rewriting of the query)."""
+    cte = f"{quote_ident(alias)} AS (SELECT * FROM main.{quote_ident(table)})"
+    body = _skip_noise(sql, skip="")
+    m = _WITH.match(body)
+    if m:
+        return f"{body[:m.end()]} {cte},{body[m.end():]}"
+    return f"WITH {cte}\n{body}"
+
+
 def _is_blank(sql: str) -> bool:
     # Comments-only input is as empty as whitespace: sqlite3 would "run" it and return nothing.
     return not _skip_noise(sql, skip=";")
@@ -108,8 +125,9 @@ def _is_blank(sql: str) -> bool:
 
 class SqlExecutor:
     def __init__(self, db_path: Path, timeout_s: float = 1.0, max_rows: int = 1000,
-                 gold_cache_size: int = 100_000):
+                 gold_cache_size: int = 100_000, table_alias: str | None = None):
         self.db_path = Path(db_path)
+        self.table_alias = table_alias  # see bind_alias: the table name prompts use for every question
         self.timeout_s = float(timeout_s)
         self.max_rows = int(max_rows)
         self.gold_cache_size = int(gold_cache_size)
@@ -125,7 +143,8 @@ class SqlExecutor:
     def _over_budget(self) -> int:
         return 1 if time.perf_counter() > self._deadline else 0
 
-    def execute(self, sql: str | None) -> ExecResult:
+    def execute(self, sql: str | None, table: str | None = None) -> ExecResult:
+        """Run one query. With `table_alias` set and `table` given, the alias names that table."""
         t0 = time.perf_counter()
         if sql is not None and not isinstance(sql, str):
             return ExecResult(False, None, "other", f"SQL must be a string, got {type(sql).__name__}", 0.0)
@@ -138,7 +157,8 @@ class SqlExecutor:
         self._deadline = t0 + self.timeout_s
         cur = None
         try:
-            cur = self._con.execute(sql)
+            bound = bind_alias(sql, self.table_alias, table) if self.table_alias and table else sql
+            cur = self._con.execute(bound)
             rows = cur.fetchmany(self.max_rows + 1)
         except (sqlite3.Warning, sqlite3.ProgrammingError) as e:
             kind = classify_error(str(e))
@@ -159,16 +179,16 @@ class SqlExecutor:
             return ExecResult(False, None, "too_many_rows", f"more than {self.max_rows} rows", elapsed)
         return ExecResult(True, rows, None, None, elapsed)
 
-    def execute_gold(self, sql: str) -> ExecResult:
-        """`execute` with an LRU cache keyed by (database, SQL): gold queries repeat across runs.
+    def execute_gold(self, sql: str, table: str | None = None) -> ExecResult:
+        """`execute` with an LRU cache keyed by (database, table, SQL): gold queries repeat.
 
         The cached ExecResult is shared between calls: treat its rows as read-only."""
-        key = (str(self.db_path), sql)
+        key = (str(self.db_path), table or "", sql)
         hit = self._gold_cache.get(key)
         if hit is not None:
             self._gold_cache.move_to_end(key)
             return hit
-        result = self.execute(sql)
+        result = self.execute(sql, table)
         if result.error_kind != "timeout":  # a timeout may pass on a less loaded machine
             self._gold_cache[key] = result
             if len(self._gold_cache) > self.gold_cache_size:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 
 import polars as pl
 
@@ -25,11 +26,12 @@ class WikiSqlDataset:
 
     def __init__(self, data_dir: str | None = None, source: str = "tabfact", split: str = "train",
                  matched_only: bool = True, n_train: int = 1000, n_eval: int = 1000, seed: int = 0,
-                 exec_timeout_s: float = 1.0, exec_max_rows: int = 1000):
+                 exec_timeout_s: float = 1.0, exec_max_rows: int = 1000, table_alias: str | None = "t"):
         self.data_dir = data_dir
         self.source, self.split, self.matched_only = source, split, matched_only
         self.n_train, self.n_eval, self.seed = n_train, n_eval, seed
         self.exec_timeout_s, self.exec_max_rows = exec_timeout_s, exec_max_rows
+        self.table_alias = table_alias or None
 
     def validate(self) -> None:
         check_choice("dataset", "source", self.source, SOURCES)
@@ -39,6 +41,9 @@ class WikiSqlDataset:
         if not isinstance(self.n_eval, int) or self.n_eval < 0:
             raise ConfigError(f"dataset.n_eval={self.n_eval!r} must be an integer >= 0 (0: no eval split)")
         check_range("dataset", "exec_timeout_s", self.exec_timeout_s, 0, lo_open=True)
+        if self.table_alias is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.table_alias):
+            raise ConfigError(f"dataset.table_alias={self.table_alias!r} must be a plain SQL identifier "
+                              "(e.g. t), or null to show real table names")
         find_data_root(self.data_dir)  # ConfigError naming the paths tried and how to get the data
 
     def sample(self, questions: pl.DataFrame) -> pl.DataFrame:
@@ -107,14 +112,17 @@ class LoadStage(Stage):
         for tid, sel, agg, conds in sampled.select("table_id", "sel", "agg", "conds").iter_rows():
             name, cols, types = schemas[tid]
             names.append(name)
-            gold.append(render_sql(name, cols, types, sel, agg, json.loads(conds)))
+            gold.append(render_sql(ds.table_alias or name, cols, types, sel, agg, json.loads(conds)))
+        # sql_table: the real table (the executor binds the alias to it); query_table: the name the
+        # prompt shows and the SQL uses.
         sampled = sampled.with_columns(sql_table=pl.Series(names, dtype=pl.String),
+                                       query_table=pl.Series([ds.table_alias or n for n in names], dtype=pl.String),
                                        gold_sql=pl.Series(gold, dtype=pl.String))
         ctx.store.write("questions", sampled)
         ctx.store.write("tables", tables_frame(tables))
         ctx.store.write_json("database.json", {
             "path": str(db_path), "tables": len(tables), "source": ds.source, "split": ds.split,
-            "timeout_s": ds.exec_timeout_s, "max_rows": ds.exec_max_rows})
+            "timeout_s": ds.exec_timeout_s, "max_rows": ds.exec_max_rows, "table_alias": ds.table_alias})
         ctx.timer.add_items(sampled.height)
         ctx.metrics.update("load", {
             "pool": pool.height, "train": int((sampled["split"] == "train").sum()),

@@ -71,8 +71,8 @@ class PromptTemplate:
         lines = [" | ".join(cols)] + [" | ".join(self._cell(v) for v in r) for r in rows]
         return self.rows_header.format(k=len(rows), table="\n".join(lines))
 
-    def render(self, table: Table, question: str) -> tuple[str, str]:
-        user = self.user.format(schema=create_table_sql(table), rows=self.rows_block(table),
+    def render(self, table: Table, question: str, name: str | None = None) -> tuple[str, str]:
+        user = self.user.format(schema=create_table_sql(table, name), rows=self.rows_block(table),
                                 question=question.strip())
         return self.system, user
 
@@ -95,8 +95,8 @@ class PromptStage(Stage):
         samples = ctx.store.read("samples")
         tables = tables_from_frame(ctx.store.read("tables"))
         systems, users, cols, types = [], [], [], []
-        for tid, q in samples.select("table_id", "question").iter_rows():
-            s, u = self.template.render(tables[tid], q)
+        for tid, q, name in samples.select("table_id", "question", "query_table").iter_rows():
+            s, u = self.template.render(tables[tid], q, name)
             systems.append(s)
             users.append(u)
             _, c, t = table_schema(tables[tid])

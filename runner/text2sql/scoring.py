@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 import time
 from collections import Counter
 
 import polars as pl
 
 from runner.text2sql.cleaner import clean_sql
-from runner.text2sql.executor import ExecResult, SqlExecutor
+from runner.text2sql.executor import SqlExecutor
 from runner.text2sql.normalize import format_number, nkey
 from runner.text2sql.sql import parse_number
 
@@ -93,51 +94,56 @@ def gold_result_matches(rows, gold_result) -> bool:
     return results_match(rows, [(v,) for v in gold_result])
 
 
-def _exec_pred(executor: SqlExecutor, sql: str, gold_sql: str, gold: ExecResult) -> ExecResult:
-    if sql and sql == gold_sql:  # identical text on the same read-only database: same result
-        return gold
-    return executor.execute(sql)
+@dataclass
+class Scored:
+    """One prediction against its gold query: the columns every scoring path adds."""
+
+    exec_pass: bool
+    exec_error: str | None
+    exec_error_detail: str | None
+    exec_s: float
+    gold_match: bool
+    rows: list | None  # the prediction's result rows when it executed
+
+
+def score_sql(executor: SqlExecutor, sql: str, gold_sql: str | None, table: str | None = None) -> Scored:
+    """Execute a cleaned prediction and compare it with the gold query's result.
+
+    Empty SQL never passes nor matches; gold match is results_match against the LRU-cached gold
+    result, ordered only if the gold has ORDER BY. `table`: the row's real table (see bind_alias)."""
+    gold = executor.execute_gold(gold_sql, table) if gold_sql else None
+    t0 = time.perf_counter()
+    # Identical text on the same read-only table gives the same result: reuse the gold run.
+    pred = gold if gold is not None and sql and sql == gold_sql else executor.execute(sql, table)
+    elapsed = time.perf_counter() - t0
+    passed = bool(sql) and pred.ok
+    matched = passed and gold is not None and gold.ok and results_match(
+        pred.rows, gold.rows, ordered=bool(_ORDER_BY.search(gold_sql)))
+    return Scored(passed, None if passed else pred.error_kind, None if passed else pred.error, elapsed,
+                  matched, pred.rows if passed else None)
+
+
+SCORED_TYPES = {"exec_pass": pl.Boolean, "exec_error": pl.String, "exec_error_detail": pl.String,
+                "exec_s": pl.Float64, "gold_match": pl.Boolean}
 
 
 def score_predictions(df: pl.DataFrame, executor: SqlExecutor, text_col: str = "text") -> pl.DataFrame:
     """Clean, execute and compare each prediction in `df[text_col]` with `df['gold_sql']`.
 
     Adds clean_sql, clean_removed, exec_pass, exec_error (error kind or null),
-    exec_error_detail (message), exec_s (seconds, pred query) and gold_match.
+    exec_error_detail (message), exec_s (seconds, pred query) and gold_match. A `sql_table`
+    column, when present, is the real table each row's alias stands for.
     """
     missing = [c for c in ("sample_id", "gold_sql", text_col) if c not in df.columns]
     if missing:
         raise ValueError(f"score_predictions needs columns {missing}; got {df.columns}")
-    out: dict[str, list] = {k: [] for k in ("clean_sql", "clean_removed", "exec_pass", "exec_error",
-                                            "exec_error_detail", "exec_s", "gold_match")}
-    for text, gold_sql in zip(df[text_col].to_list(), df["gold_sql"].to_list()):
-        cleaned = clean_sql(text)
-        gold = executor.execute_gold(gold_sql) if gold_sql else None
-        t0 = time.perf_counter()
-        if gold is not None:
-            pred = _exec_pred(executor, cleaned.sql, gold_sql, gold)
-        else:
-            pred = executor.execute(cleaned.sql)
-        elapsed = time.perf_counter() - t0
-        passed = bool(cleaned.sql) and pred.ok
-        matched = passed and gold is not None and gold.ok and results_match(
-            pred.rows, gold.rows, ordered=bool(_ORDER_BY.search(gold_sql)))
-        out["clean_sql"].append(cleaned.sql)
-        out["clean_removed"].append(list(cleaned.removed))
-        out["exec_pass"].append(passed)
-        out["exec_error"].append(None if passed else pred.error_kind)
-        out["exec_error_detail"].append(None if passed else pred.error)
-        out["exec_s"].append(elapsed)
-        out["gold_match"].append(matched)
+    tables = df["sql_table"].to_list() if "sql_table" in df.columns else [None] * df.height
+    cleaned = [clean_sql(t) for t in df[text_col].to_list()]
+    scored = [score_sql(executor, c.sql, g, t) for c, g, t in zip(cleaned, df["gold_sql"].to_list(), tables)]
     return df.with_columns(
-        pl.Series("clean_sql", out["clean_sql"], dtype=pl.String),
-        pl.Series("clean_removed", out["clean_removed"], dtype=pl.List(pl.String)),
-        pl.Series("exec_pass", out["exec_pass"], dtype=pl.Boolean),
-        pl.Series("exec_error", out["exec_error"], dtype=pl.String),
-        pl.Series("exec_error_detail", out["exec_error_detail"], dtype=pl.String),
-        pl.Series("exec_s", out["exec_s"], dtype=pl.Float64),
-        pl.Series("gold_match", out["gold_match"], dtype=pl.Boolean),
-    )
+        pl.Series("clean_sql", [c.sql for c in cleaned], dtype=pl.String),
+        pl.Series("clean_removed", [list(c.removed) for c in cleaned], dtype=pl.List(pl.String)),
+        *[pl.Series(k, [getattr(s, k) for s in scored], dtype=t) for k, t in SCORED_TYPES.items()])
 
 
 _TOKEN = re.compile(r"""

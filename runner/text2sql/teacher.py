@@ -31,7 +31,7 @@ def build_request(row: dict[str, Any]) -> Request:
     """One chat request per prompt row. `meta` (gold structure) is read by the simulated teacher
     only; it is never sent to a real provider nor part of the cache key."""
     return Request(id=row["sample_id"], messages=chat_messages(row["system"], row["user"]), meta={
-        "task": "text2sql", "table": row["sql_table"], "columns": json.loads(row["columns"]),
+        "task": "text2sql", "table": row["query_table"], "columns": json.loads(row["columns"]),
         "types": json.loads(row["types"]), "sel": row["sel"], "agg": row["agg"],
         "conds": json.loads(row["conds"]), "gold_sql": row["gold_sql"]})
 

@@ -137,7 +137,7 @@ def test_gold_cache_is_lru_and_skips_timeouts(db):
         ex.execute_gold(a)  # a is now the most recent; b is evicted by c
         ex.execute_gold(c)
         assert ex.execute_gold(a) is ra
-        assert list(k[1] for k in ex._gold_cache) == [c, a]
+        assert list(k[-1] for k in ex._gold_cache) == [c, a]
         slow = f"SELECT count(*) {SEVEN_WAY}"
         assert ex.execute_gold(slow).error_kind == "timeout"
         assert all(k[1] != slow for k in ex._gold_cache)
@@ -203,3 +203,25 @@ def test_gold_replay_reproduces_gold_results(replay_set):
             print(f"        {qid}: {sql}")
     assert total == 44_965
     assert rate >= 0.995
+
+
+def test_table_alias_binds_each_rows_real_table(tmp_path):
+    """Prompts name every table `t`; the executor binds `t` to the row's table without writing."""
+    from runner.text2sql.data import Table
+    from runner.text2sql.executor import bind_alias
+
+    a = Table("1-1", ["player", "pts"], ["text", "real"], [["st louis", 3], ["bo", 5]], None)
+    b = Table("1-2", ["player", "pts"], ["text", "real"], [["x", 7]], None)
+    db = build_database({"1-1": a, "1-2": b}, tmp_path)
+    before = db.read_bytes()
+    with SqlExecutor(db, table_alias="t") as ex:
+        assert ex.execute("""SELECT "pts" FROM t WHERE "player" = 'St. Louis'""", "table_1_1").rows == [(3.0,)]
+        assert ex.execute('SELECT "pts" FROM t', "table_1_2").rows == [(7.0,)]
+        assert ex.execute('-- c\nWITH u AS (SELECT "pts" FROM t) SELECT max("pts") FROM u', "table_1_1").rows == [(5.0,)]
+        assert ex.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<2) "
+                          "SELECT count(*) FROM n, t", "table_1_1").rows == [(4,)]
+        assert ex.execute('SELECT "pts" FROM table_1_2').rows == [(7.0,)]  # real names still work
+        assert ex.execute("DROP TABLE t", "table_1_1").error_kind == "denied"
+        assert ex.execute_gold('SELECT "pts" FROM t', "table_1_1").rows != ex.execute_gold('SELECT "pts" FROM t', "table_1_2").rows
+    assert db.read_bytes() == before
+    assert bind_alias("SELECT 1", "t", "x").startswith('WITH "t" AS (SELECT * FROM main."x")')
