@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from runner.cd.consistency import CDSettings
+from runner.plotting import pyplot, save_figure
 
 
 def nrmse(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -55,11 +56,7 @@ def distill_cost(s: CDSettings, optimizer_steps: int, n_train: int, macs_per_row
 
 
 def plot_nrmse_vs_nfe(path: Path, teacher: list[tuple[int, float]], student: list[tuple[int, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(*zip(*teacher), "o-", label="EDM teacher (Heun)")
     ax.plot(*zip(*student), "s-", label="consistency student")
@@ -69,18 +66,12 @@ def plot_nrmse_vs_nfe(path: Path, teacher: list[tuple[int, float]], student: lis
     ax.set_ylabel("NRMSE vs ground truth")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_cases(path: Path, fields: dict[str, np.ndarray], u0: np.ndarray, n_cases: int) -> None:
     """A few test cases: u0, truth u(T) and each method's prediction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n_cases = min(n_cases, u0.shape[0])
     x = np.linspace(0, 2 * np.pi, u0.shape[1], endpoint=False)
     fig, axes = plt.subplots(1, n_cases, figsize=(3.2 * n_cases, 3), squeeze=False)
@@ -91,6 +82,4 @@ def plot_cases(path: Path, fields: dict[str, np.ndarray], u0: np.ndarray, n_case
         ax.set_title(f"test case {i}")
         ax.set_xlabel("x")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

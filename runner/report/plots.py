@@ -5,10 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never open a window (works on headless machines and in jobs)
-import matplotlib.pyplot as plt  # noqa: E402
+from runner.plotting import pyplot, save_figure
 
 
 def _slug(name: str) -> str:
@@ -30,7 +27,7 @@ def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Pa
     pts = [(r[param], r[metric]) for r in rows if _is_num(r.get(metric)) and r.get(param) is not None]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     if all(_is_num(x) for x, _ in pts):
         pts.sort(key=lambda p: p[0])
         ax.plot([x for x, _ in pts], [y for _, y in pts], "o")
@@ -61,7 +58,7 @@ def stage_breakdown(stages: list[dict[str, Any]], job_order: list[str], totals: 
             wall[(j, "other")] = max(0.0, total - sum(s["wall_s"] or 0.0 for s in stages if s["job"] == j))
     names.append("other")
     jobs = [j for j in job_order if any(s["job"] == j for s in stages)]
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(jobs) + 2), 3.8))
+    fig, ax = pyplot().subplots(figsize=(max(4, 0.6 * len(jobs) + 2), 3.8))
     bottom = [0.0] * len(jobs)
     for name in names:
         h = [wall.get((j, name), 0.0) for j in jobs]
@@ -96,7 +93,7 @@ def quality_vs_cost(rows: list[dict[str, Any]], quality: str, cost: str, higher_
         return None
     pts = [(float(r[cost]), float(r[quality])) for r in keep]
     front = pareto_front(pts, higher_is_better)
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(5, 3.8))
     ax.plot([c for c, _ in pts], [q for _, q in pts], "o", color="tab:gray", label="job")
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "o-", color="tab:red", label="Pareto front")
     for r, (c, q) in zip(keep, pts):
@@ -110,8 +107,4 @@ def quality_vs_cost(rows: list[dict[str, Any]], quality: str, cost: str, higher_
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -6,19 +6,12 @@ from typing import Any
 
 import polars as pl
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a display
-    import matplotlib.pyplot as plt
-
-    return plt
+from runner.plotting import pyplot, save_figure
 
 
 def accuracy_bars(acc: dict[str, Any], path: Path, *, simulated: bool = False) -> Path:
     """Grouped bars: exec pass and gold match for teacher, student_pre, student_post (same eval rows)."""
-    plt = _pyplot()
+    plt = pyplot()
     models = [(("teacher (simulated)" if simulated else "teacher"), acc.get("teacher")),
               ("student pre", acc.get("student_pre")), ("student post", acc.get("student_post"))]
     models = [(name, a) for name, a in models if a]
@@ -38,15 +31,12 @@ def accuracy_bars(acc: dict[str, Any], path: Path, *, simulated: bool = False) -
     rows = next((a.get("rows") for _, a in models if a.get("rows")), None)
     ax.set_title(f"Teacher vs student ({rows} eval rows)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def loss_curves(log: pl.DataFrame, path: Path) -> Path:
     """Training loss per step and validation loss where it was measured (train_log.parquet)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     train = log.filter(pl.col("loss").is_not_null()) if "loss" in log.columns else log.clear()
     if train.height:
@@ -59,7 +49,4 @@ def loss_curves(log: pl.DataFrame, path: Path) -> Path:
     ax.set_ylabel("cross-entropy (assistant tokens)")
     ax.set_title("Student training")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
