@@ -1,24 +1,28 @@
 """wikisql_smoke end to end with the student side on (tiny scratch student): every stage runs,
-the outputs contract holds, and teacher and student are compared on the same held-out rows."""
+the outputs contract holds, and teacher and student are compared on the same held-out rows.
+Once with the default trainer (torch on Linux), once with trainer=mlx (mlx-lm training and generation)."""
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import polars as pl
+import pytest
 
 from tests.conftest import read_metrics, requires_data, run_cli
 
+STAGES = ["load", "hash", "prompt", "teacher", "clean", "execute", "judge", "gate", "filter", "export",
+          "student_init", "student_pre", "train", "student_post", "compare"]
 
-@requires_data
-def test_wikisql_smoke_with_student_end_to_end(tmp_path):
-    proc, run_dir = run_cli(["+experiment=wikisql_smoke", "student.size=tiny"], tmp_path)
+
+def assert_student_run(proc, run_dir: Path) -> dict:
+    """The contract every student run keeps, whatever the trainer; returns metrics.json."""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     m = read_metrics(run_dir)
     assert m["status"] == "ok" and m["teacher.provider"] == "simulated"
     timing = json.loads((run_dir / "timing.json").read_text())
-    assert list(timing["stages"]) == ["load", "hash", "prompt", "teacher", "clean", "execute", "judge", "gate",
-                                      "filter", "export", "student_init", "student_pre", "train",
-                                      "student_post", "compare"]
+    assert list(timing["stages"]) == STAGES
     art = run_dir / "artifacts"
     eval_ids = set(pl.read_parquet(art / "prompts.parquet").filter(pl.col("split") == "eval")["sample_id"])
     for stage in ("student_pre", "student_post"):
@@ -38,3 +42,69 @@ def test_wikisql_smoke_with_student_end_to_end(tmp_path):
     assert dist["size"]["teacher"]["params_total"] is None
     assert any("teacher" in k for k in dist["null_reasons"])
     assert (art / "student_model" / "config.json").exists()
+    return m
+
+
+def _at(doc: dict, dotted: str):
+    """doc["a"]["b"] for "a.b"; KeyError where the reason names no single value (e.g. a note)."""
+    for part in dotted.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            raise KeyError(dotted)
+        doc = doc[part]
+    return doc
+
+
+@requires_data
+def test_wikisql_smoke_with_student_end_to_end(tmp_path):
+    proc, run_dir = run_cli(["+experiment=wikisql_smoke", "student.size=tiny"], tmp_path)
+    assert_student_run(proc, run_dir)
+
+
+@requires_data
+@pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None,
+                    reason="mlx-lm is not installed (pip install 'mlx[cpu]' mlx-lm on Linux)")
+def test_wikisql_smoke_with_mlx_student_end_to_end(tmp_path):
+    # mlx on Linux CPU is slow: a few small batches. batch_size=2 fits the 2 usable valid rows,
+    # so mlx-lm's validation (full batches only) runs and best_valid_loss is measured.
+    proc, run_dir = run_cli(["+experiment=wikisql_smoke", "student.size=tiny", "trainer=mlx", "trainer.iters=8",
+                             "trainer.batch_size=2", "trainer.steps_per_eval=4", "trainer.val_batches=1"], tmp_path)
+    m = assert_student_run(proc, run_dir)
+    art = run_dir / "artifacts"
+    assert m["train.backend"] == "mlx" and m["train.steps"] == 8
+    assert m["student_pre.backend"] == m["student_post.backend"] == "mlx"  # evaluated with mlx-lm too
+    loss = pl.read_parquet(art / "train_log.parquet")["loss"].drop_nulls()
+    assert loss[-1] < loss[0]  # it trained (from ~ln(vocab) at random init)
+    assert m["train.best_valid_loss"] is not None and m["train.tokens"] > 0 and m["train.tokens_per_s"] > 0
+    for stage in ("student_pre", "student_post"):
+        assert m[f"{stage}.rows_per_s"] > 0 and m[f"{stage}.generated_tokens_per_s"] > 0
+        assert m[f"{stage}.errors"] == 0 and 0 <= m[f"{stage}.exec_pass_rate"] <= 1
+        assert m[f"{stage}.peak_rss_growth_bytes"] is None or m[f"{stage}.peak_rss_growth_bytes"] >= 0
+
+    dist = json.loads((art / "distillation_metrics.json").read_text())
+    reasons = dist["null_reasons"]
+    # mlx generation does not count parameters: null with a reason; compare counts them from the weights.
+    assert dist["inference"]["student"]["params_total"] is None and "inference.student.params_total" in reasons
+    assert dist["size"]["student"]["params_total"] == m["train.params_total"] > 0
+    for key in reasons:  # every explained value is null, never a stand-in 0
+        try:
+            assert _at(dist, key) is None, key
+        except KeyError:
+            pass
+    results = json.loads((art / "comparison_results.json").read_text())
+    assert results["agreement"]["rows"] == m["student_post.rows"]
+
+    # The saved student loads in transformers AND mlx-lm, and both compute the same logits.
+    import mlx.core as mx
+    import numpy as np
+    import torch
+    from mlx_lm import load
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = art / "student_model"
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = tok("SELECT COUNT(*) FROM t WHERE x = 1", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch_logits = AutoModelForCausalLM.from_pretrained(folder)(ids).logits[0].float().numpy()
+    mlx_model, _ = load(str(folder))
+    mlx_logits = np.array(mlx_model(mx.array(ids.numpy()))[0].astype(mx.float32))
+    np.testing.assert_allclose(mlx_logits, torch_logits, atol=1e-3)

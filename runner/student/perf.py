@@ -39,6 +39,7 @@ class PeakMemory:
         self.device = device
         self.scope = "window"
         self.peak_rss_bytes: int | None = None
+        self.start_rss_bytes: int | None = None  # RSS right after the reset: the window's baseline
         self.cuda_peak_bytes: int | None = None
 
     def __enter__(self) -> "PeakMemory":
@@ -46,6 +47,7 @@ class PeakMemory:
             Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         except OSError:
             self.scope = "process"  # cannot reset: ru_maxrss covers the whole process life
+        self.start_rss_bytes = rss_bytes()
         if self.device.startswith("cuda"):
             import torch
 
@@ -55,7 +57,11 @@ class PeakMemory:
     def __exit__(self, *exc: Any) -> None:
         hwm = _status_kb("VmHWM") if self.scope == "window" else None
         if hwm is not None:
-            self.peak_rss_bytes = hwm * 1024
+            # The kernel folds the RSS into the high-water mark only at some events, not when an
+            # allocator drops pages (madvise), so VmHWM can read below the RSS seen at the window's
+            # start (negative growth was observed). The peak is at least the RSS at either end.
+            seen = [hwm * 1024, self.start_rss_bytes or 0, rss_bytes() or 0]
+            self.peak_rss_bytes = max(seen)
         else:
             self.scope = "process"
             ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS

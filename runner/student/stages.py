@@ -108,8 +108,8 @@ def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
         "dropped_valid_rows": result.dropped_valid, "resumed_from_step": result.resumed_from_step,
         "stopped_early": result.stopped_early, "world_size": result.world_size, "merged": result.merged})
     if result.best_valid_loss is None:
-        metrics.log("train.best_valid_loss_reason", "not measured: no validation ran (eval_every unset, "
-                    "or no valid.jsonl row fits max_seq_length)")
+        metrics.log("train.best_valid_loss_reason", result.valid_loss_reason or (
+            "not measured: no validation ran (eval_every unset, or no valid.jsonl row fits max_seq_length)"))
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:

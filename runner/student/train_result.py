@@ -32,6 +32,7 @@ class TrainResult:
     world_size: int = 1
     rank: int = 0
     merged: bool = False        # student_model holds adapter weights merged into the base
+    valid_loss_reason: str | None = None  # why best_valid_loss is null, where the trainer knows better
 
     @property
     def tokens_per_s(self) -> float | None:

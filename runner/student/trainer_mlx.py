@@ -111,6 +111,11 @@ class MlxTrainer:
         recorder = _Recorder(start)
         opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD, "adafactor": optim.Adafactor}
         remaining = max(0, self.iters - start)
+        # mlx-lm validates in full batches of trainer.batch_size and refuses a smaller set.
+        validate = len(valid_set) >= self.batch_size
+        no_valid = None if validate else (
+            f"not measured: {len(valid_set)} valid.jsonl rows fit max_seq_length, fewer than "
+            f"trainer.batch_size={self.batch_size} (mlx-lm validates in full batches of that size)")
         if remaining:
             args = TrainingArgs(batch_size=self.batch_size, iters=remaining, val_batches=self.val_batches,
                                 steps_per_report=self.steps_per_report, steps_per_eval=self.steps_per_eval,
@@ -119,7 +124,7 @@ class MlxTrainer:
                                 grad_checkpoint=self.grad_checkpoint,
                                 grad_accumulation_steps=self.grad_accumulation_steps)
             train(model=model, optimizer=opt_cls[self.optimizer](learning_rate=self.learning_rate), args=args,
-                  train_dataset=train_set, val_dataset=valid_set if len(valid_set) >= self.batch_size else None,
+                  train_dataset=train_set, val_dataset=valid_set if validate else None,
                   training_callback=recorder, iterate_batches=recorder.counting(iterate_batches))
 
         if self.method == "full":
@@ -142,7 +147,8 @@ class MlxTrainer:
             train_s=recorder.train_s, tokens=recorder.input_tokens, params_total=n_params,
             params_trainable=n_trainable,
             dropped_train=len(train_rows) - len(keep_train), dropped_valid=len(valid_rows) - len(keep_valid),
-            resumed_from_step=start if resumed else None, merged=self.method != "full")
+            resumed_from_step=start if resumed else None, merged=self.method != "full",
+            valid_loss_reason=no_valid)
 
 
 def _fitting(hf_tokenizer, rows: list[dict], max_seq_length: int) -> list[dict]:

@@ -50,3 +50,11 @@ def test_mlx_lora_saves_adapter_and_fused_model(toy_split, micro_base, tmp_path)
     assert cfg["fine_tune_type"] == "lora" and (tmp_path / "student_adapter" / "adapters.safetensors").exists()
     assert isinstance(_generate(micro_base, adapter=tmp_path / "student_adapter"), str)
     assert isinstance(_generate(tmp_path / "student_model"), str)
+
+
+def test_mlx_valid_set_smaller_than_a_batch_gives_null_loss_with_reason(toy_split, micro_base, tmp_path):
+    # mlx-lm validates in full batches only: 3 valid rows cannot fill a batch of 8.
+    trainer = MlxTrainer(method="full", num_layers=-1, iters=1, batch_size=8, steps_per_eval=1, val_batches=1)
+    result = trainer.fit(toy_split[0], toy_split[1][:3], micro_base, _paths(tmp_path), seed=0)
+    assert result.steps == 1 and result.best_valid_loss is None
+    assert "3 valid.jsonl rows" in result.valid_loss_reason and "batch_size=8" in result.valid_loss_reason
