@@ -1,6 +1,7 @@
 """Torch trainer: full and LoRA training learn the toy task; resume; early stopping; outputs load."""
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -25,17 +26,21 @@ def losses(result) -> list[float]:
 @pytest.fixture(scope="module")
 def full_run(toy_split, micro_base, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    trainer = TorchTrainer(method="full", max_steps=50, learning_rate=5e-3, eval_every=25, **FAST)
+    # 150 steps at 1e-2: by then the student copies the column from the question (50 steps, or 5e-3,
+    # leave it writing "city", the majority column, for every row). The switch is seed-sensitive:
+    # measured over trainer seeds 0-4, seeds 0-3 make it by step 150 and seed 4 does not.
+    trainer = TorchTrainer(method="full", max_steps=150, learning_rate=1e-2, eval_every=25, **FAST)
     return trainer.fit(*toy_split, micro_base, paths(out), seed=0), paths(out)
 
 
 def test_full_training_learns_the_toy_task(full_run):
     result, p = full_run
     curve = losses(result)
-    assert result.steps == 50 and len(curve) == 50
-    assert sum(curve[-5:]) / 5 < 0.25 * curve[0], curve  # from ~log(vocab) to well below it
+    assert result.steps == 150 and len(curve) == 150
+    # Far below its start: from ~log(vocab) = 5.9 to under a tenth of it (measured 0.16, seeds 0-3).
+    assert sum(curve[-5:]) / 5 < 0.1 * curve[0], curve
     valid = [r["valid_loss"] for r in result.log if r["valid_loss"] is not None]
-    assert valid[0] > 4.0 and result.best_valid_loss == min(valid) < 0.3 * valid[0]
+    assert valid[0] > 4.0 and result.best_valid_loss == min(valid) < 0.1 * valid[0], valid
     assert result.tokens_per_s and result.tokens_per_s > 0 and result.params_trainable == result.params_total
 
 
@@ -64,18 +69,41 @@ def _exec_pass_rate(sqls: list[str], db: Path) -> float:
     return ok / len(sqls)
 
 
-def test_training_raises_execution_accuracy_on_held_out_rows(full_run, micro_base, toy_split, tmp_path):
+def _skeleton_match_rate(sqls: list[str], golds: list[str]) -> float:
+    """Exact match of whitespace-normalised SQL with string literals masked (Spider's match "without values").
+
+    Values are masked because the micro student never learns to copy the WHERE name from the question
+    (held-out exact match ~6% after the full run: it writes one or two names for every row); everything
+    else (columns, table, clause order) must equal the gold.
+    """
+    def skeleton(sql: str) -> str:
+        return re.sub(r"'[^']*'", "'?'", " ".join(sql.split()))
+    return sum(skeleton(s) == skeleton(g) for s, g in zip(sqls, golds, strict=True)) / len(golds)
+
+
+def test_training_raises_accuracy_on_held_out_rows(full_run, micro_base, toy_split, tmp_path):
     _, p = full_run
-    db = toy_database(tmp_path / "toy.db")
     held_out = toy_split[1]
-    pre = _exec_pass_rate(_generate_sql(micro_base, held_out), db)
-    post = _exec_pass_rate(_generate_sql(p.model, held_out), db)
-    assert post > pre and post >= 0.8, (pre, post)
+    gold = [r["messages"][-1]["content"] for r in held_out]
+    pre_sql, post_sql = _generate_sql(micro_base, held_out), _generate_sql(p.model, held_out)
+    # Skeleton match: right column, table and clauses. 0.9 is above what the majority column alone
+    # scores (59% of these rows ask for "city"), so it needs the column read from the question.
+    pre, post = _skeleton_match_rate(pre_sql, gold), _skeleton_match_rate(post_sql, gold)
+    assert post > pre and post >= 0.9, (pre, post)  # measured 0.0 -> 1.0
+    db = toy_database(tmp_path / "toy.db")
+    pre_exec, post_exec = _exec_pass_rate(pre_sql, db), _exec_pass_rate(post_sql, db)
+    assert post_exec > pre_exec and post_exec >= 0.8, (pre_exec, post_exec)
 
 
-def _select_name(row: dict) -> dict:
-    """Task B for LoRA: always select the "name" column (a token the student already emits after WHERE)."""
-    sql = row["messages"][-1]["content"].replace('SELECT "city"', 'SELECT "name"').replace('SELECT "age"', 'SELECT "name"')
+def _whole_row(row: dict) -> dict:
+    """Task B for LoRA: return the whole matching row instead of the asked column.
+
+    `SELECT "city"` becomes `SELECT "name", "city", "age"`: eight answer tokens the pretrained student
+    has never produced there (it always emits FROM after one column). They are all tokens it reads in
+    the schema, so their tied embeddings are trained; a suffix such as ` LIMIT 1` is not: its bytes
+    never occur in the toy text, and LoRA, which freezes the embeddings, cannot learn to emit them.
+    """
+    sql = re.sub(r'^SELECT "\w+"', 'SELECT "name", "city", "age"', row["messages"][-1]["content"])
     return {"messages": [*row["messages"][:-1], {"role": "assistant", "content": sql}]}
 
 
@@ -86,19 +114,28 @@ def test_lora_learns_on_a_pretrained_student_and_merges(full_run, toy_split, tmp
 
     # LoRA adapts a pretrained model (the fully trained toy student) to a changed task. It cannot
     # start from random weights: untrained tied embeddings are too small to give confident logits.
-    full_result, pretrained = full_run
-    train_b, valid_b = ([_select_name(r) for r in part] for part in toy_split)
+    _, pretrained = full_run
+    train_b, valid_b = ([_whole_row(r) for r in part] for part in toy_split)
     trainer = TorchTrainer(method="lora", lora={"rank": 8, "alpha": 16, "dropout": 0.0,
                                                 "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                    "gate_proj", "up_proj", "down_proj"]},
-                           max_steps=40, learning_rate=1e-2, eval_every=None, **FAST)
+                           max_steps=40, learning_rate=1e-2, eval_every=40, **FAST)
     result = trainer.fit(train_b, valid_b, pretrained.model, paths(tmp_path), seed=0)
+
+    # Loss falls far below its start, on the training batches and on held-out task-B rows (measured
+    # 2.9-3.5 -> 0.21-0.31 nats/token, ratio 0.07-0.09, LoRA seeds 0-2). What is left is mostly the
+    # WHERE name the micro student cannot copy (~2.6 nats on one token of 22), which LoRA cannot fix.
     curve = losses(result)
-    # Most of the toy loss is the name the micro student cannot yet copy, and it stays; LoRA must
-    # remove the new error: end below the start and below the student's loss on the task it knows.
-    known = sum(losses(full_result)[-5:]) / 5
-    end = sum(curve[-3:]) / 3
-    assert curve[0] > known and end < known and end < 0.8 * curve[0], (curve, known)
+    assert sum(curve[-3:]) / 3 < 0.15 * curve[0], curve
+    valid = [r["valid_loss"] for r in result.log if r["valid_loss"] is not None]
+    assert valid[-1] < 0.15 * valid[0], valid
+
+    # Accuracy on held-out task-B rows: the pretrained student writes task A's SQL, the merged one B's.
+    gold_b = [r["messages"][-1]["content"] for r in valid_b]
+    pre = _skeleton_match_rate(_generate_sql(pretrained.model, valid_b), gold_b)
+    post = _skeleton_match_rate(_generate_sql(tmp_path / "student_model", valid_b), gold_b)
+    assert post > pre and post >= 0.9, (pre, post)  # measured 0.0 -> 1.0, LoRA seeds 0-2
+
     assert 0 < result.params_trainable < 0.5 * result.params_total and result.merged
     assert (tmp_path / "student_adapter" / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "student_model").eval()
