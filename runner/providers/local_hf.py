@@ -41,9 +41,10 @@ class LocalHFProvider(Provider):
 
     def __init__(self, model: str, *, backend: str = "torch", device: str = "auto", dtype: str = "auto",
                  revision: str | None = None, batch_size: int = 32, concurrency: int = 1,
-                 cache: bool = False, **kwargs: Any):
+                 cache: bool = False, share_prefix_min_tokens: int = 0, **kwargs: Any):
         super().__init__(model, batch_size=batch_size, concurrency=concurrency, cache=cache, **kwargs)
         self.backend, self.device, self.dtype, self.revision = backend, device, dtype, revision
+        self.share_prefix_min_tokens = share_prefix_min_tokens
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
         self.load_s: float | None = None
@@ -53,6 +54,10 @@ class LocalHFProvider(Provider):
         super().validate()
         check_choice("provider", "backend", self.backend, BACKENDS)
         check_choice("provider", "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        if not isinstance(self.share_prefix_min_tokens, int) or self.share_prefix_min_tokens < 0:
+            raise ConfigError(f"provider.share_prefix_min_tokens={self.share_prefix_min_tokens!r} must be an "
+                              "integer >= 0 (0: off; e.g. 32: rows of a batch sharing >= 32 prompt tokens "
+                              "encode them once)")
         if self.concurrency != 1:
             raise ConfigError(f"provider.concurrency={self.concurrency}: local_hf runs one in-process model, "
                               "so batches must run one at a time; set provider.concurrency=1 and raise "
@@ -73,7 +78,7 @@ class LocalHFProvider(Provider):
             path = Path(self.model)
             self._fingerprint = weights_fingerprint(path) if path.is_dir() else f"hub@{self.revision or 'main'}"
         return {**super().cache_identity(), "backend": self.backend, "dtype": self.dtype,
-                "weights": self._fingerprint}
+                "weights": self._fingerprint, "share_prefix_min_tokens": self.share_prefix_min_tokens}
 
     # --- model ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -94,6 +99,17 @@ class LocalHFProvider(Provider):
         self.setup()
         return self._loaded  # type: ignore[return-value]
 
+    def order(self, conversations: list[list[dict[str, str]]]) -> list[int]:
+        """The order to send these conversations in: longest first, and rows sharing a prompt
+        prefix next to each other (so the engine's consecutive batches can share it)."""
+        from runner.student import generate as gen
+        from runner.student.batch_plan import plan_order
+
+        _, tok = self.model_and_tokenizer
+        encode = gen.encode_chats_mlx if self.backend == "mlx" else gen.encode_chats
+        shared = self.share_prefix_min_tokens if self.backend == "torch" else 0
+        return plan_order(encode(tok, conversations), shared)
+
     def generate(self, conversations: list[list[dict[str, str]]], *, sort_by_length: bool = True,
                  batch_size: int | None = None):
         """Direct batched generation (no engine): list of runner.student.generate.Generation."""
@@ -102,11 +118,11 @@ class LocalHFProvider(Provider):
         model, tok = self.model_and_tokenizer
         bs = batch_size or self.batch_size
         with self._lock:  # one batch at a time through the model
-            if self.backend == "mlx":
+            if self.backend == "mlx":  # mlx-lm's batch generation: no prefix sharing here
                 return gen.generate_mlx(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
                                         sort_by_length=sort_by_length)
             return gen.generate_torch(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
-                                      sort_by_length=sort_by_length)
+                                      sort_by_length=sort_by_length, min_shared=self.share_prefix_min_tokens)
 
     def complete_batch(self, requests: list[Request]) -> list[Completion]:
         # The engine already chose the batch; keep its order (the caller sorts by length).

@@ -67,11 +67,13 @@ class StudentEvalStage(Stage):
 
     def __init__(self, model_dir: str, output: str, judge: Any, trainer: Any = None, backend: str = "auto",
                  batch_size: int = 32, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
-                 warmup_rows: int = 8, latency_probe_rows: int = 0, cache: bool = False, progress: bool = True):
+                 warmup_rows: int = 8, latency_probe_rows: int = 0, cache: bool = False, progress: bool = True,
+                 share_prefix_min_tokens: int = 0):
         self.model_dir, self.output, self.judge, self.trainer = model_dir, output, judge, trainer
         self.backend, self.batch_size, self.max_new_tokens = backend, batch_size, max_new_tokens
         self.device, self.dtype, self.warmup_rows = device, dtype, warmup_rows
         self.latency_probe_rows, self.cache, self.progress = latency_probe_rows, cache, progress
+        self.share_prefix_min_tokens = share_prefix_min_tokens
         self.reads = ("prompts", "database.json", "train.jsonl", "valid.jsonl", "distilled", model_dir)
         self.writes = (output, f"{output}_perf.json")
 
@@ -87,6 +89,7 @@ class StudentEvalStage(Stage):
         check_range(self.name, "max_new_tokens", self.max_new_tokens, 1)
         check_range(self.name, "warmup_rows", self.warmup_rows, 0)
         check_range(self.name, "latency_probe_rows", self.latency_probe_rows, 0)
+        check_range(self.name, "share_prefix_min_tokens", self.share_prefix_min_tokens, 0)
         if not self.model_dir.endswith("/"):
             raise ConfigError(f"{self.name}.model_dir={self.model_dir!r} must name a folder artifact "
                               "ending in '/', e.g. student_model/")
@@ -97,7 +100,8 @@ class StudentEvalStage(Stage):
         if path is None:
             raise FileNotFoundError(f"artifact {self.model_dir!r} not found under {ctx.store.root}")
         provider = LocalHFProvider(str(path), backend=self.resolved_backend(), device=self.device, dtype=self.dtype,
-                                   batch_size=self.batch_size, max_tokens=self.max_new_tokens, cache=self.cache)
+                                   batch_size=self.batch_size, max_tokens=self.max_new_tokens, cache=self.cache,
+                                   share_prefix_min_tokens=self.share_prefix_min_tokens)
         provider.validate()
         return provider
 
@@ -108,19 +112,21 @@ class StudentEvalStage(Stage):
         check_held_out(ctx, eval_rows)
         provider = self._provider(ctx)
         with PeakMemory(self._device_hint()) as mem:
-            rss_before = rss_bytes()
+            rss_before = mem.start_rss_bytes  # the baseline the peak is measured from (>= it)
             provider.setup()
             rss_loaded = rss_bytes()
-            # Longest first: the engine fills batches in request order, so similar lengths share a batch.
-            order = eval_rows.with_columns(
-                _len=pl.col("system").str.len_chars() + pl.col("user").str.len_chars()).sort("_len", descending=True)
-            convs = [chat_messages(s, u) for s, u in order.select("system", "user").rows()]
+            # The engine fills batches in request order: longest first (similar lengths share a
+            # batch) with the questions on one table together (their schema prefix is shared).
+            convs = [chat_messages(s, u) for s, u in eval_rows.select("system", "user").rows()]
+            sequence = provider.order(convs)
+            convs = [convs[i] for i in sequence]
+            ordered = eval_rows[sequence]
             if self.warmup_rows:  # first-call costs (allocator, kernel selection) kept out of the timing
                 provider.generate(convs[:self.warmup_rows], batch_size=self.warmup_rows)
-            requests = [Request(id=sid, messages=c) for sid, c in zip(order["sample_id"].to_list(), convs)]
+            requests = [Request(id=sid, messages=c) for sid, c in zip(ordered["sample_id"].to_list(), convs)]
             result = generate(provider, requests, cache_dir=ctx.cache_dir, desc=self.output,
                               progress=self.progress, log=ctx.log)
-        answered = answers_frame(order.drop("_len"), result.responses)
+        answered = answers_frame(ordered, result.responses)
         probe = self._latency_probe(provider, convs)
         with open_executor(ctx) as ex:
             scored = execute_frame(clean_frame(answered), ex)

@@ -7,7 +7,9 @@ bookkeeping) dominates the arithmetic. What makes it fast:
   * left padding with explicit position ids, so a padded row computes what it would alone;
   * prefill computes logits for the last position only (`logits_to_keep=1`);
   * rows that emit a stop token leave the batch at once (their KV cache rows are dropped),
-    so the batch shrinks instead of decoding padding to `max_new_tokens`.
+    so the batch shrinks instead of decoding padding to `max_new_tokens`;
+  * optionally (`min_shared`), a prompt prefix shared by rows of a batch is encoded once
+    (runner.student.batch_plan groups rows by shared token prefix).
 Token counts are what the model actually produced for the row (the stop token included,
 nothing after it). Row latency is the time from its batch's start to the step it finished.
 """
@@ -17,6 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from runner.student.batch_plan import plan_batches
+from runner.student.greedy import greedy_batches, resolve_overlap
 
 # End-of-turn markers of common chat templates; used only when present in the vocabulary.
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
@@ -82,78 +87,21 @@ def encode_chats(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) 
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def greedy_batch(model: Any, prompts: list[list[int]], *, pad_id: int, stop_ids: Sequence[int],
-                 max_new_tokens: int) -> list[tuple[list[int], float]]:
-    """Greedy-decode one left-padded batch. Returns (generated ids, seconds until the row finished)."""
-    import torch
-    from transformers import DynamicCache
-
-    device = model.device
-    t0 = time.perf_counter()
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    stops = torch.tensor(list(stop_ids), device=device)
-    cache = DynamicCache(config=model.config)
-    out_tokens: list[list[int]] = [[] for _ in prompts]
-    finished_s = [0.0] * len(prompts)
-    alive = list(range(len(prompts)))  # original index of each row still in the batch
-
-    with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1).logits
-        last_pos = positions[:, -1]
-        for step in range(max_new_tokens):
-            nxt = logits[:, -1].argmax(-1)
-            done = torch.isin(nxt, stops) if stops.numel() else torch.zeros_like(nxt, dtype=torch.bool)
-            now = time.perf_counter() - t0
-            for r, tok in enumerate(nxt.tolist()):
-                out_tokens[alive[r]].append(tok)
-            if step == max_new_tokens - 1:
-                for r in alive:
-                    finished_s[r] = now
-                break
-            done_rows = done.nonzero().flatten().tolist()
-            if done_rows:
-                for r in done_rows:
-                    finished_s[alive[r]] = now
-                keep = (~done).nonzero().flatten()
-                if keep.numel() == 0:
-                    break
-                # Drop finished rows from the batch and from the KV cache.
-                cache.batch_select_indices(keep)
-                alive = [alive[r] for r in keep.tolist()]
-                nxt, mask, last_pos = nxt[keep], mask[keep], last_pos[keep]
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            last_pos = last_pos + 1
-            logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                           past_key_values=cache, use_cache=True).logits
-    return [(out_tokens[i], finished_s[i]) for i in range(len(prompts))]
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:
-    """Index batches; longest first so the biggest batch (memory peak) comes first."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort_by_length else list(range(len(lengths)))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def generate_torch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]], *,
                    max_new_tokens: int = 64, batch_size: int = 32, sort_by_length: bool = True,
-                   stop_ids: Sequence[int] | None = None,
+                   stop_ids: Sequence[int] | None = None, min_shared: int = 0, overlap: bool | str = "auto",
                    on_batch: Callable[[int], None] | None = None) -> list[Generation]:
-    """Greedy completions for chat conversations, in input order."""
+    """Greedy completions for chat conversations, in input order. `min_shared` > 0 encodes a
+    prefix of at least that many tokens once for all rows of a batch that share it; `overlap`
+    prefills the next batch while this one decodes (runner.student.greedy)."""
     prompts = encode_chats(tokenizer, conversations)
     stop_ids = stop_token_ids(tokenizer, model) if stop_ids is None else list(stop_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     results: list[Generation | None] = [None] * len(prompts)
-    for batch in length_sorted_batches([len(p) for p in prompts], batch_size, sort_by_length):
-        outs = greedy_batch(model, [prompts[i] for i in batch], pad_id=pad_id, stop_ids=stop_ids,
-                            max_new_tokens=max_new_tokens)
+    batches = plan_batches(prompts, batch_size, sort_by_length, min_shared)
+    for batch, outs in greedy_batches(model, prompts, batches, pad_id=pad_id, stop_ids=stop_ids,
+                                      max_new_tokens=max_new_tokens, min_shared=min_shared,
+                                      overlap=resolve_overlap(overlap, model, len(batches))):
         for i, (toks, secs) in zip(batch, outs):
             body = toks[:-1] if toks and toks[-1] in stop_ids else toks
             results[i] = Generation(text=tokenizer.decode(body, skip_special_tokens=True),
@@ -174,17 +122,21 @@ def load_mlx_model(path: str | Path) -> tuple[Any, Any, float]:
     return model, tokenizer, time.perf_counter() - t0
 
 
+def encode_chats_mlx(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[list[int]]:
+    prompts = [tokenizer.apply_chat_template(list(m), add_generation_prompt=True, tokenize=True)
+               for m in conversations]
+    return [list(p["input_ids"]) if isinstance(p, dict) or hasattr(p, "keys") else list(p) for p in prompts]
+
+
 def generate_mlx(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]], *,
                  max_new_tokens: int = 64, batch_size: int = 32, sort_by_length: bool = True,
                  on_batch: Callable[[int], None] | None = None) -> list[Generation]:
     """mlx-lm's batch generation (greedy: its default sampler is argmax), one call per batch."""
     from mlx_lm.generate import batch_generate
 
-    prompts = [tokenizer.apply_chat_template(list(m), add_generation_prompt=True, tokenize=True)
-               for m in conversations]
-    prompts = [list(p["input_ids"]) if isinstance(p, dict) or hasattr(p, "keys") else list(p) for p in prompts]
+    prompts = encode_chats_mlx(tokenizer, conversations)
     results: list[Generation | None] = [None] * len(prompts)
-    for batch in length_sorted_batches([len(p) for p in prompts], batch_size, sort_by_length):
+    for batch in plan_batches(prompts, batch_size, sort_by_length):
         t0 = time.perf_counter()
         resp = batch_generate(model, tokenizer, [prompts[i] for i in batch], max_tokens=max_new_tokens,
                               completion_batch_size=len(batch), return_token_ids=True)

@@ -5,8 +5,8 @@ import importlib.util
 
 import pytest
 
-from runner.student.generate import (encode_chats, generate_mlx, generate_torch, length_sorted_batches,
-                                     load_mlx_model, stop_token_ids)
+from runner.student.batch_plan import prefix_groups
+from runner.student.generate import encode_chats, generate_mlx, generate_torch, load_mlx_model, stop_token_ids
 from tests.student.tiny_lm import conversations, tiny_model, tiny_model_dir  # noqa: F401 (fixtures)
 
 
@@ -75,9 +75,32 @@ def test_finished_rows_leave_the_batch_and_counts_are_real(tiny_model):
     assert batched[0].latency_s <= max(g.latency_s for g in batched)
 
 
-def test_length_sorted_batches():
-    assert length_sorted_batches([5, 50, 7, 30, 6], 2) == [[1, 3], [2, 4], [0]]
-    assert length_sorted_batches([5, 50, 7], 2, sort_by_length=False) == [[0, 1], [2]]
+def _questions_on_shared_tables(n: int) -> list[list[dict[str, str]]]:
+    """Like a table-disjoint eval split: several questions per table, the table text first."""
+    cols = ["player", "team", "year", "score", "school", "venue"]
+    out = []
+    for i in range(n):
+        t = i % 4
+        schema = "CREATE TABLE t (" + ", ".join(f'"{c}{t}" text' for c in cols[: 3 + t]) + ")"
+        out.append([{"role": "system", "content": "Return only the SQL query."},
+                    {"role": "user", "content": f"{schema}\nQuestion: what is the {cols[i % 6]} of row {i}?"
+                                                + " really" * (i % 3)}])
+    return out
+
+
+def test_prefix_sharing_gives_the_same_tokens_as_one_at_a_time(tiny_model):
+    model, tok = tiny_model
+    convs = _questions_on_shared_tables(14)
+    prompts = encode_chats(tok, convs)
+    groups = prefix_groups(prompts, range(len(prompts)), min_shared=16)
+    assert sum(len(g.rows) > 1 for g in groups) >= 3, "the prompts must share table prefixes"
+    sequential = generate_torch(model, tok, convs, max_new_tokens=12, batch_size=1)
+    for bs in (5, 14):  # groups cut by batch boundaries, and whole groups in one batch
+        shared = generate_torch(model, tok, convs, max_new_tokens=12, batch_size=bs, min_shared=16)
+        diffs = _differences(shared, sequential, [len(p) for p in prompts])
+        assert not diffs, "\n".join(diffs)
+        assert [g.tokens_in for g in shared] == [len(p) for p in prompts]
+    assert len({tuple(g.token_ids) for g in sequential}) > 3, "a degenerate model would make this test vacuous"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None, reason="mlx-lm is not installed")
@@ -88,3 +111,70 @@ def test_mlx_batch_generation_matches_torch(tiny_model_dir, tiny_model):
     ref = generate_torch(*tiny_model, convs, max_new_tokens=6, batch_size=4)
     assert [g.tokens_in for g in gens] == [r.tokens_in for r in ref]
     assert [g.token_ids for g in gens] == [r.token_ids for r in ref]  # fp32 greedy on both backends
+
+
+def test_overlapped_prefill_gives_the_same_tokens_and_restores_threads(tiny_model):
+    import torch
+
+    model, tok = tiny_model
+    convs = conversations(11)
+    threads = torch.get_num_threads()
+    plain = generate_torch(model, tok, convs, max_new_tokens=8, batch_size=3, overlap=False)
+    overlapped = generate_torch(model, tok, convs, max_new_tokens=8, batch_size=3, overlap=True)
+    assert [g.token_ids for g in overlapped] == [g.token_ids for g in plain]
+    assert torch.get_num_threads() == threads
+
+
+def test_a_failing_prefill_in_the_worker_is_raised_to_the_caller(tiny_model, monkeypatch):
+    import torch
+
+    from runner.student import greedy
+
+    model, tok = tiny_model
+    threads = torch.get_num_threads()
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("prefill broke on batch 2")
+        return real(*args, **kwargs)
+
+    real = greedy.prefill
+    monkeypatch.setattr(greedy, "prefill", failing)
+    with pytest.raises(RuntimeError, match="batch 2"):
+        generate_torch(model, tok, conversations(9), max_new_tokens=4, batch_size=3, overlap=True)
+    assert torch.get_num_threads() == threads
+
+
+def test_append_cache_matches_the_concatenating_cache(tiny_model):
+    """The in-place KV cache gives the logits transformers' own DynamicCache gives, also after
+    rows leave the batch."""
+    import torch
+    from transformers import DynamicCache
+
+    from runner.student.greedy import new_cache
+
+    model, tok = tiny_model
+    prompts = encode_chats(tok, conversations(4))
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    outs = []
+    for cache in (DynamicCache(config=model.config), new_cache(model, reserve=2)):  # reserve 2: regrows
+        with torch.inference_mode():
+            steps = [model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache).logits[:, -1]]
+            m, p, nxt = mask, pos[:, -1], steps[0].argmax(-1)
+            for step in range(5):
+                if step == 2:  # rows 1 and 3 leave
+                    keep = torch.tensor([0, 2])
+                    cache.batch_select_indices(keep)
+                    m, p, nxt = m[keep], p[keep], nxt[keep]
+                m, p = torch.cat([m, m.new_ones((m.shape[0], 1))], 1), p + 1
+                steps.append(model(input_ids=nxt[:, None], attention_mask=m, position_ids=p[:, None],
+                                   past_key_values=cache).logits[:, -1])
+                nxt = steps[-1].argmax(-1)
+        outs.append(steps)
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-5)
