@@ -173,7 +173,7 @@ def main() -> None:
 
     import torch
 
-    from runner.student.batch_plan import plan_batches, prefix_groups
+    from runner.student.batch_plan import plan_batches, prefill_plan
 
     tmp = tempfile.TemporaryDirectory()
     convs, train = wikisql_prompts(args.rows, args.seed) if args.prompts == "wikisql" else (None, [])
@@ -190,12 +190,13 @@ def main() -> None:
     print(f"model {args.model}: {n_params / 1e6:.2f}M params, load {load_s:.2f} s; torch threads "
           f"{torch.get_num_threads()}; {len(convs)} {args.prompts} prompts, mean {sum(lens) / len(lens):.0f} "
           f"tokens (min {min(lens)}, max {max(lens)}); max {args.new_tokens} new tokens, greedy, fp32")
-    for bs in args.batch_sizes:  # prompt tokens the shared mode encodes, from the same batch plan
-        encoded = sum(len(g.rows) == 1 and len(prompts[g.rows[0]]) or
-                      g.shared + sum(len(prompts[r]) - g.shared for r in g.rows)
-                      for b in plan_batches(prompts, bs, min_shared=args.share_min)
-                      for g in prefix_groups(prompts, b, args.share_min))
-        print(f"  batch {bs} shared: encodes {encoded} of {sum(lens)} prompt tokens ({encoded / sum(lens):.0%})")
+    for bs in args.batch_sizes:  # prompt tokens the shared mode encodes, from the same plans
+        plans = [prefill_plan([prompts[i] for i in b], args.share_min)
+                 for b in plan_batches(prompts, bs, min_shared=args.share_min)]
+        encoded = sum(len(seg) for plan in plans for step in plan for seg in step.segments)
+        padded = sum(len(step.segments) * max(map(len, step.segments)) for plan in plans for step in plan)
+        print(f"  batch {bs} shared: encodes {encoded} of {sum(lens)} prompt tokens ({encoded / sum(lens):.0%}), "
+              f"{padded} with padding ({padded / sum(lens):.0%})")
     generate_torch(model, tok, convs[:8], max_new_tokens=4, batch_size=8)  # warm-up (allocator, kernels)
 
     rows = []

@@ -79,3 +79,48 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, sort_by_leng
     """Consecutive index batches of `plan_order` (or of the input order)."""
     order = plan_order(prompts, min_shared) if sort_by_length else list(range(len(prompts)))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass of a shared-prefix prefill. `owner[i]`: the row of the previous pass whose
+    KV cache row i continues (None for the first pass); `segments[i]`: the tokens row i encodes
+    now, starting at position `starts[i]`."""
+    owner: tuple[int, ...] | None
+    segments: tuple[tuple[int, ...], ...]
+    starts: tuple[int, ...]
+
+
+def prefill_plan(prompts: Sequence[Sequence[int]], min_shared: int) -> list[Pass]:
+    """Passes that encode every token of every prompt, shared prefixes once.
+
+    Up to three levels: the header every prompt of the batch starts with (chat template, system
+    prompt), then each group's shared prefix (a table's schema and rows), then each row's own
+    tail (its question). Group prefixes end where the group's longest prompt has as many tokens
+    left as the longest tail of any row, so the last pass's padded width is filled by each
+    group's longest row. A level is skipped when it would save fewer than `min_shared` tokens."""
+    rows = range(len(prompts))
+    groups = prefix_groups(prompts, rows, min_shared) if min_shared > 0 else [PrefixGroup((r,), 0) for r in rows]
+    if not any(len(g.rows) > 1 for g in groups):
+        heads, owner, cuts = [list(p) for p in prompts], None, [len(p) for p in prompts]
+    else:
+        tail = max(len(prompts[r]) - g.shared for g in groups if len(g.rows) > 1 for r in g.rows)
+        heads, owner, cuts = [], [0] * len(prompts), [0] * len(prompts)
+        for gi, g in enumerate(groups):
+            longest = max(len(prompts[r]) for r in g.rows)
+            n = max(1, min(g.shared if len(g.rows) > 1 else longest, longest - tail))
+            heads.append(list(prompts[g.rows[0]][:n]))
+            for r in g.rows:
+                owner[r], cuts[r] = gi, n
+    # The common header of all heads, leaving each head at least one token of its own.
+    header = min(common_prefix_len(heads[0], h) for h in heads) if len(heads) > 1 else 0
+    header = min(header, min(map(len, heads)) - 1)
+    passes = []
+    if min_shared > 0 and header * (len(heads) - 1) >= min_shared:
+        passes.append(Pass(None, (tuple(heads[0][:header]),), (0,)))
+        passes.append(Pass((0,) * len(heads), tuple(tuple(h[header:]) for h in heads), (header,) * len(heads)))
+    else:
+        passes.append(Pass(None, tuple(map(tuple, heads)), (0,) * len(heads)))
+    if owner is not None:
+        passes.append(Pass(tuple(owner), tuple(tuple(p[c:]) for p, c in zip(prompts, cuts)), tuple(cuts)))
+    return passes

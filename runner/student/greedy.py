@@ -1,9 +1,10 @@
 """The torch greedy decoding loop: prefill a batch, then decode it token by token.
 
-The KV cache appends into preallocated room (`new_cache`) rather than concatenating per step.
-Decoding is split from prefill so the two can overlap on a CPU: decoding a small model's batch
-is many small matrix products whose threads mostly wait on each other (1 thread decodes faster
-than 2 here), while prefill is a few large ones. With `overlap`, a worker thread prefills batch i+1 while the
+Prefill encodes a prefix shared by several rows once (batch_plan.prefill_plan). The KV cache
+appends into preallocated room (`new_cache`) rather than concatenating per step. Decoding is
+split from prefill so the two can overlap on a CPU: decoding a small model's batch is many small
+matrix products whose threads mostly wait on each other (1 thread decodes faster than 2 here),
+while prefill is a few large ones. With `overlap`, a worker thread prefills batch i+1 while the
 caller decodes batch i, each on one core (torch releases the GIL inside its kernels), instead of
 both phases taking turns on two cores. Results are the same tokens either way.
 """
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from runner.student.batch_plan import prefix_groups
+from runner.student.batch_plan import prefill_plan
 
 
 def _append_layer_class():
@@ -104,41 +105,27 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int):
 def prefill(model: Any, prompts: list[list[int]], pad_id: int, min_shared: int = 0, reserve: int = 64) -> Prefilled:
     """Encode the prompts (logits for the last position only).
 
-    With prefix sharing, a prefix common to several rows is encoded once (pass 1, one row per
-    group), its KV rows are copied to each member, and pass 2 encodes only what follows, with
-    positions continuing after the prefix. Each row then attends to exactly its own tokens at
-    their own positions, as in a single pass. Lone rows split where the longest shared row's tail
-    starts, so pass 2 needs no padding for them."""
+    With prefix sharing (runner.student.batch_plan.prefill_plan), a prefix common to several rows
+    is encoded once; before the next pass its KV rows are copied to every row that continues it,
+    and positions continue after it. Each row attends to exactly its own tokens at their own
+    positions, as in a single pass; padding may sit between passes, masked like left padding."""
     import torch
 
     started = time.perf_counter()
     device = model.device
     cache = new_cache(model, reserve)
-    groups = prefix_groups(prompts, range(len(prompts)), min_shared) if min_shared > 0 else []
-    shared_groups = [g for g in groups if len(g.rows) > 1]
+    mask = None
     with torch.inference_mode():
-        if not shared_groups:
-            ids, mask, pos = (t.to(device) for t in _left_pad(prompts, pad_id))
+        for step in prefill_plan(prompts, min_shared):
+            if step.owner is not None:
+                index = torch.tensor(step.owner, device=device)
+                cache.batch_select_indices(index)
+                mask = mask[index]
+            ids, seg_mask, pos = (t.to(device) for t in _left_pad(step.segments, pad_id))
+            pos = pos + torch.tensor(step.starts, device=device)[:, None]
+            mask = seg_mask if mask is None else torch.cat([mask, seg_mask], dim=1)
             logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                            use_cache=True, logits_to_keep=1).logits
-            return Prefilled(cache, logits, mask, pos[:, -1], started)
-        tail = max(len(prompts[r]) - g.shared for g in shared_groups for r in g.rows)
-        heads, owner, head_len = [], [0] * len(prompts), [0] * len(prompts)
-        for gi, g in enumerate(groups):
-            n = g.shared if len(g.rows) > 1 else max(1, len(prompts[g.rows[0]]) - tail)
-            heads.append(prompts[g.rows[0]][:n])
-            for r in g.rows:
-                owner[r], head_len[r] = gi, n
-        ids, head_mask, pos = (t.to(device) for t in _left_pad(heads, pad_id))
-        model(input_ids=ids, attention_mask=head_mask, position_ids=pos, past_key_values=cache, use_cache=True,
-              logits_to_keep=1)
-        index = torch.tensor(owner, device=device)
-        cache.batch_select_indices(index)
-        ids, tail_mask, pos = (t.to(device) for t in _left_pad([p[n:] for p, n in zip(prompts, head_len)], pad_id))
-        pos = pos + torch.tensor(head_len, device=device)[:, None]
-        mask = torch.cat([head_mask[index], tail_mask], dim=1)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                       logits_to_keep=1).logits
     return Prefilled(cache, logits, mask, pos[:, -1], started)
 
 
