@@ -7,9 +7,8 @@ Prints rows/s and actually generated tokens/s for:
   * `ours bN`          runner.student.generate, length-sorted batches of N, finished rows dropped
   * `ours bN shared`   the same, plus prefix sharing: rows of a batch on the same table encode
                        their common schema prefix once
-  * `ours bN shared+overlap`  the same, plus the next batch's prefill running in a second thread
-                       while this batch decodes, one core each (the default: what the student
-                       eval stages run on a CPU)
+  * `ours bN shared+parallel`  the same, plus one batch per CPU thread at once, each on one
+                       torch thread (the default: what the student eval stages run on a CPU)
 and whether every greedy output equals the one-at-a-time output (fp32), listing rows that differ.
 
 Prompts (--prompts): `wikisql` (default): the held-out eval split the pipeline would draw
@@ -203,14 +202,14 @@ def main() -> None:
     ref_hf, s = timed(lambda: hf_generate(model, tok, convs, 1, args.new_tokens))
     rows.append(("hf generate x1", s, sum(map(len, ref_hf))))
     seq, s = timed(lambda: generate_torch(model, tok, convs, max_new_tokens=args.new_tokens, batch_size=1,
-                                          overlap=False))
+                                          workers=1))
     ref = [g.token_ids for g in seq]
     rows.append(("ours x1", s, sum(g.tokens_out for g in seq)))
     checks = [diff_report("ours x1 vs hf generate x1", ref, ref_hf, stops)]
     if args.x1_one_thread:  # the one-at-a-time baseline at its own best thread count, for reference
         torch.set_num_threads(1)
         seq1, s = timed(lambda: generate_torch(model, tok, convs, max_new_tokens=args.new_tokens, batch_size=1,
-                                               overlap=False))
+                                               workers=1))
         torch.set_num_threads(threads)
         rows.append(("ours x1, 1 thread", s, sum(g.tokens_out for g in seq1)))
         checks.append(diff_report("ours x1, 1 thread", [g.token_ids for g in seq1], ref, stops))
@@ -218,10 +217,10 @@ def main() -> None:
     rows.append((f"hf generate b{args.hf_batch}", s, sum(map(len, hf_b))))
     checks.append(diff_report(f"hf generate b{args.hf_batch}", hf_b, ref, stops))
     for bs in args.batch_sizes:
-        for shared, overlap in ((0, False), (args.share_min, False), (args.share_min, True)):
-            name = f"ours b{bs}" + (" shared" if shared else "") + ("+overlap" if overlap else "")
+        for shared, workers in ((0, 1), (args.share_min, 1), (args.share_min, "auto")):
+            name = f"ours b{bs}" + (" shared" if shared else "") + ("+parallel" if workers != 1 else "")
             out, s = timed(lambda: generate_torch(model, tok, convs, max_new_tokens=args.new_tokens, batch_size=bs,
-                                                  min_shared=shared, overlap=overlap))
+                                                  min_shared=shared, workers=workers))
             rows.append((name, s, sum(g.tokens_out for g in out)))
             checks.append(diff_report(name, [g.token_ids for g in out], ref, stops))
 
@@ -233,7 +232,7 @@ def main() -> None:
         for bs in args.batch_sizes:
             out, s = timed(lambda: generate_torch(m16, tok, convs, max_new_tokens=args.new_tokens, batch_size=bs,
                                                   min_shared=args.share_min))
-            rows.append((f"ours b{bs} shared+overlap bf16", s, sum(g.tokens_out for g in out)))
+            rows.append((f"ours b{bs} shared+parallel bf16", s, sum(g.tokens_out for g in out)))
             checks.append(diff_report(f"ours b{bs} bf16 vs fp32 (dtype)", [g.token_ids for g in out], ref, stops))
             checks.append(diff_report(f"ours b{bs} bf16 vs bf16 x1, first {n_seq} rows (padding)",
                                       [g.token_ids for g in out[:n_seq]], [g.token_ids for g in seq16], stops))

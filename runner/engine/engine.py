@@ -61,7 +61,8 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
         bar.advance(len(requests) - sum(len(j.rows) for j in jobs))
         dispatcher = _Dispatcher(provider, cache, requests, responses, bar, log)
         try:
-            _run_sync(dispatcher.run(jobs))
+            with provider.session():
+                _run_sync(dispatcher.run(jobs))
         finally:
             bar.close()
     finally:

@@ -7,6 +7,7 @@ Hydra from `conf/provider/*.yaml`; their constructor arguments are the YAML keys
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from runner.engine.types import Completion, ProviderError, Request  # noqa: F401  (re-exported)
@@ -19,6 +20,7 @@ class Provider:
       validate()                config checks only; ConfigError naming the fix (e.g. the unset key variable)
       cache_identity()          everything that changes an answer, nothing secret (part of every cache key)
       setup()                   heavy one-time work (imports, model loading); idempotent
+      session()                 context held while requests are being sent (default: nothing)
       async acomplete(request)  one attempt -> Completion, or raise ProviderError(kind, msg, retry_after)
       batched / complete_batch  in-process models: list of requests -> list of Completions (same order),
                                 run in a worker thread in batches of up to batch_size
@@ -52,6 +54,10 @@ class Provider:
         self.batch_size = batch_size
 
     # --- configuration -------------------------------------------------------------------
+    def session(self) -> contextlib.AbstractContextManager:
+        """Held by the engine while it sends this provider's requests (e.g. a thread setting)."""
+        return contextlib.nullcontext()
+
     def validate(self) -> None:
         """Cheap checks (no network, no model loading); raise ConfigError naming the fix."""
         if not self.model or not isinstance(self.model, str):

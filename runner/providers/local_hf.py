@@ -8,6 +8,7 @@ Use it for students and as a local teacher: `provider=local_hf provider.model=/p
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -58,10 +59,9 @@ class LocalHFProvider(Provider):
             raise ConfigError(f"provider.share_prefix_min_tokens={self.share_prefix_min_tokens!r} must be an "
                               "integer >= 0 (0: off; e.g. 32: rows of a batch sharing >= 32 prompt tokens "
                               "encode them once)")
-        if self.concurrency != 1:
-            raise ConfigError(f"provider.concurrency={self.concurrency}: local_hf runs one in-process model, "
-                              "so batches must run one at a time; set provider.concurrency=1 and raise "
-                              "provider.batch_size for throughput")
+        if self.concurrency != 1 and self.backend == "mlx":
+            raise ConfigError(f"provider.concurrency={self.concurrency}: the mlx backend runs one batch at a "
+                              "time; set provider.concurrency=1 and raise provider.batch_size for throughput")
         if self.temperature != 0 or self.top_p not in (None, 1, 1.0):
             raise ConfigError("local_hf decodes greedily only: set provider.temperature=0 and provider.top_p=null")
         if not Path(self.model).exists() and not _HUB_ID.match(self.model):
@@ -110,23 +110,45 @@ class LocalHFProvider(Provider):
         shared = self.share_prefix_min_tokens if self.backend == "torch" else 0
         return plan_order(encode(tok, conversations), shared)
 
+    @contextlib.contextmanager
+    def session(self):
+        """With concurrency > 1 on a CPU, the engine runs that many batches at once in threads:
+        each gets one torch thread (one batch per core decodes faster than every core on one
+        batch; runner.student.greedy). The thread count is restored afterwards."""
+        import torch
+
+        from runner.student.generate import resolve_device
+
+        if self.backend != "torch" or self.concurrency == 1 or resolve_device(self.device) != "cpu":
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
     def generate(self, conversations: list[list[dict[str, str]]], *, sort_by_length: bool = True,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, workers: int | str = "auto"):
         """Direct batched generation (no engine): list of runner.student.generate.Generation."""
         from runner.student import generate as gen
 
         model, tok = self.model_and_tokenizer
         bs = batch_size or self.batch_size
-        with self._lock:  # one batch at a time through the model
-            if self.backend == "mlx":  # mlx-lm's batch generation: no prefix sharing here
+        if self.backend == "mlx":  # mlx-lm's batch generation, one batch at a time; no prefix sharing
+            with self._lock:
                 return gen.generate_mlx(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
                                         sort_by_length=sort_by_length)
-            return gen.generate_torch(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
-                                      sort_by_length=sort_by_length, min_shared=self.share_prefix_min_tokens)
+        # torch inference reads the weights only: concurrent batches (engine threads) are safe.
+        return gen.generate_torch(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
+                                  sort_by_length=sort_by_length, min_shared=self.share_prefix_min_tokens,
+                                  workers=workers)
 
     def complete_batch(self, requests: list[Request]) -> list[Completion]:
         # The engine already chose the batch; keep its order (the caller sorts by length).
-        gens = self.generate([r.messages for r in requests], sort_by_length=False, batch_size=len(requests))
+        gens = self.generate([r.messages for r in requests], sort_by_length=False, batch_size=len(requests),
+                             workers=1)
         # cost_usd 0.0: a local model has no per-token charge (compute is not priced here).
         return [Completion(text=self._apply_stop(g.text), tokens_in=g.tokens_in, tokens_out=g.tokens_out,
                            cost_usd=0.0) for g in gens]

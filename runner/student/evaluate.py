@@ -68,12 +68,12 @@ class StudentEvalStage(Stage):
     def __init__(self, model_dir: str, output: str, judge: Any, trainer: Any = None, backend: str = "auto",
                  batch_size: int = 32, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
                  warmup_rows: int = 8, latency_probe_rows: int = 0, cache: bool = False, progress: bool = True,
-                 share_prefix_min_tokens: int = 0):
+                 share_prefix_min_tokens: int = 0, workers: int | str = "auto"):
         self.model_dir, self.output, self.judge, self.trainer = model_dir, output, judge, trainer
         self.backend, self.batch_size, self.max_new_tokens = backend, batch_size, max_new_tokens
         self.device, self.dtype, self.warmup_rows = device, dtype, warmup_rows
         self.latency_probe_rows, self.cache, self.progress = latency_probe_rows, cache, progress
-        self.share_prefix_min_tokens = share_prefix_min_tokens
+        self.share_prefix_min_tokens, self.workers = share_prefix_min_tokens, workers
         self.reads = ("prompts", "database.json", "train.jsonl", "valid.jsonl", "distilled", model_dir)
         self.writes = (output, f"{output}_perf.json")
 
@@ -90,6 +90,8 @@ class StudentEvalStage(Stage):
         check_range(self.name, "warmup_rows", self.warmup_rows, 0)
         check_range(self.name, "latency_probe_rows", self.latency_probe_rows, 0)
         check_range(self.name, "share_prefix_min_tokens", self.share_prefix_min_tokens, 0)
+        if self.workers != "auto":
+            check_range(self.name, "workers", self.workers, 1)
         if not self.model_dir.endswith("/"):
             raise ConfigError(f"{self.name}.model_dir={self.model_dir!r} must name a folder artifact "
                               "ending in '/', e.g. student_model/")
@@ -101,7 +103,8 @@ class StudentEvalStage(Stage):
             raise FileNotFoundError(f"artifact {self.model_dir!r} not found under {ctx.store.root}")
         provider = LocalHFProvider(str(path), backend=self.resolved_backend(), device=self.device, dtype=self.dtype,
                                    batch_size=self.batch_size, max_tokens=self.max_new_tokens, cache=self.cache,
-                                   share_prefix_min_tokens=self.share_prefix_min_tokens)
+                                   share_prefix_min_tokens=self.share_prefix_min_tokens,
+                                   concurrency=self._workers())
         provider.validate()
         return provider
 
@@ -141,6 +144,16 @@ class StudentEvalStage(Stage):
         ctx.store.write_json(f"{self.output}_perf.json", perf)
         self._log(ctx, scored, perf)
         ctx.timer.add_items(scored.height)
+
+    def _workers(self) -> int:
+        """auto: one batch per CPU thread for torch on a CPU (runner.student.greedy says why), else 1."""
+        if self.workers != "auto":
+            return int(self.workers)
+        if self.resolved_backend() != "torch" or self._device_hint() != "cpu":
+            return 1
+        import torch
+
+        return torch.get_num_threads()
 
     def _device_hint(self) -> str:
         if self.resolved_backend() == "mlx":

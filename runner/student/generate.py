@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from runner.student.batch_plan import plan_batches
-from runner.student.greedy import greedy_batches, resolve_overlap
+from runner.student.greedy import greedy_batches, resolve_workers
 
 # End-of-turn markers of common chat templates; used only when present in the vocabulary.
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
@@ -89,11 +89,11 @@ def encode_chats(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) 
 
 def generate_torch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]], *,
                    max_new_tokens: int = 64, batch_size: int = 32, sort_by_length: bool = True,
-                   stop_ids: Sequence[int] | None = None, min_shared: int = 0, overlap: bool | str = "auto",
+                   stop_ids: Sequence[int] | None = None, min_shared: int = 0, workers: int | str = "auto",
                    on_batch: Callable[[int], None] | None = None) -> list[Generation]:
     """Greedy completions for chat conversations, in input order. `min_shared` > 0 encodes a
-    prefix of at least that many tokens once for all rows of a batch that share it; `overlap`
-    prefills the next batch while this one decodes (runner.student.greedy)."""
+    prefix of at least that many tokens once for all rows of a batch that share it; `workers`
+    batches run at once, one torch thread each (auto: one per CPU thread; runner.student.greedy)."""
     prompts = encode_chats(tokenizer, conversations)
     stop_ids = stop_token_ids(tokenizer, model) if stop_ids is None else list(stop_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
@@ -101,7 +101,7 @@ def generate_torch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
     batches = plan_batches(prompts, batch_size, sort_by_length, min_shared)
     for batch, outs in greedy_batches(model, prompts, batches, pad_id=pad_id, stop_ids=stop_ids,
                                       max_new_tokens=max_new_tokens, min_shared=min_shared,
-                                      overlap=resolve_overlap(overlap, model, len(batches))):
+                                      workers=resolve_workers(workers, model, len(batches))):
         for i, (toks, secs) in zip(batch, outs):
             body = toks[:-1] if toks and toks[-1] in stop_ids else toks
             results[i] = Generation(text=tokenizer.decode(body, skip_special_tokens=True),

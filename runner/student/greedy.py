@@ -1,24 +1,26 @@
 """The torch greedy decoding loop: prefill a batch, then decode it token by token.
 
 Prefill encodes a prefix shared by several rows once (batch_plan.prefill_plan). The KV cache
-appends into preallocated room (`new_cache`) rather than concatenating per step. Decoding is
-split from prefill so the two can overlap on a CPU: decoding a small model's batch is many small
-matrix products whose threads mostly wait on each other (1 thread decodes faster than 2 here),
-while prefill is a few large ones. With `overlap`, a worker thread prefills batch i+1 while the
-caller decodes batch i, each on one core (torch releases the GIL inside its kernels), instead of
-both phases taking turns on two cores. Results are the same tokens either way.
+appends into preallocated room (`new_cache`) rather than concatenating per step. On a CPU,
+`workers` batches run at once, each in its own thread on one torch thread (torch releases the
+GIL inside its kernels): decoding a small model's batch is many small matrix products whose
+threads mostly wait on each other (1 thread decodes faster than 2 here), so one batch per core
+beats every core on one batch (measured on 2 cores, 256 rows at batch 32: 3.6 s vs 5.6 s for
+the two phases in turn and 4.5 s for prefilling the next batch while this one decodes).
+Results are the same tokens either way.
 """
 from __future__ import annotations
 
-import queue
-import threading
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from runner.student.batch_plan import prefill_plan
 
 
+@functools.cache
 def _append_layer_class():
     """A DynamicLayer that appends into spare capacity instead of concatenating.
 
@@ -175,61 +177,39 @@ def greedy_batch(model: Any, prompts: list[list[int]], *, pad_id: int, stop_ids:
     return decode(model, prefill(model, prompts, pad_id, min_shared, max_new_tokens), stop_ids, max_new_tokens)
 
 
-def resolve_overlap(overlap: bool | str, model: Any, n_batches: int) -> bool:
-    """auto: on for CPU models when torch has >= 2 threads and there is more than one batch."""
+def resolve_workers(workers: int | str, model: Any, n_batches: int) -> int:
+    """auto: on a CPU, one worker per torch thread (each then runs on one thread); else 1."""
     import torch
 
-    if overlap == "auto":
-        return model.device.type == "cpu" and torch.get_num_threads() >= 2 and n_batches > 1
-    return bool(overlap)
+    if workers == "auto":
+        workers = torch.get_num_threads() if model.device.type == "cpu" else 1
+    return max(1, min(int(workers), n_batches))
 
 
 def greedy_batches(model: Any, prompts: list[list[int]], batches: list[list[int]], *, pad_id: int,
                    stop_ids: Sequence[int], max_new_tokens: int, min_shared: int = 0,
-                   overlap: bool = False) -> Iterator[tuple[list[int], list[tuple[list[int], float]]]]:
-    """(batch, its results) for each batch in order; with `overlap`, prefill runs one batch ahead
-    in a worker thread and both threads use one torch thread each (restored afterwards)."""
+                   workers: int = 1) -> Iterator[tuple[list[int], list[tuple[list[int], float]]]]:
+    """(batch, its results) for each batch, in order. With `workers` > 1, that many batches are
+    decoded at once in threads that use one torch thread each (restored afterwards)."""
     rows = [[prompts[i] for i in b] for b in batches]
-    if not overlap:
+
+    def run(p: list[list[int]]) -> list[tuple[list[int], float]]:
+        return greedy_batch(model, p, pad_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
+                            min_shared=min_shared)
+
+    if workers <= 1:
         for b, p in zip(batches, rows):
-            yield b, greedy_batch(model, p, pad_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
-                                  min_shared=min_shared)
+            yield b, run(p)
         return
     import torch
 
-    ready: queue.Queue = queue.Queue(maxsize=1)  # one batch ahead: bounds the KV memory held
-    stop = threading.Event()
-
-    def offer(item: Any) -> bool:  # False once the caller has stopped listening
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def worker() -> None:
-        try:
-            for p in rows[1:]:
-                if not offer(prefill(model, p, pad_id, min_shared, max_new_tokens)):
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread and raised there
-            offer(e)
-
-    # The first batch has nothing to overlap with: prefill it on every thread before the split.
-    first = prefill(model, rows[0], pad_id, min_shared, max_new_tokens)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    thread = threading.Thread(target=worker, name="prefill", daemon=True)
-    thread.start()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
-        for k, b in enumerate(batches):
-            item = first if k == 0 else ready.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield b, decode(model, item, stop_ids, max_new_tokens)
+        futures = [pool.submit(run, p) for p in rows]  # at most `workers` batches in memory at once
+        for b, f in zip(batches, futures):
+            yield b, f.result()
     finally:
-        stop.set()
-        thread.join()
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)

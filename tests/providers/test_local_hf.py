@@ -39,6 +39,30 @@ def test_engine_batches_and_counts(tiny_model_dir, tiny_model, tmp_path):
     assert all(r.error is None for r in result.responses)
 
 
+def test_concurrent_batches_through_the_engine_give_the_same_answers(tiny_model_dir, tiny_model, tmp_path):
+    """concurrency=3: the engine decodes 3 batches at once (one torch thread each on a CPU)."""
+    import torch
+
+    convs = conversations(10)
+    threads = torch.get_num_threads()
+    provider = CountingProvider(str(tiny_model_dir), batch_size=2, max_tokens=8, device="cpu", dtype="float32",
+                                concurrency=3)
+    seen = []
+    original = provider.complete_batch
+
+    def spy(requests):
+        seen.append(torch.get_num_threads())
+        return original(requests)
+
+    provider.complete_batch = spy
+    requests = [Request(id=f"r{i}", messages=c) for i, c in enumerate(convs)]
+    result = generate(provider, requests, cache_dir=tmp_path / "cache", desc="test", progress=False)
+    direct = generate_torch(*tiny_model, convs, max_new_tokens=8, batch_size=1)
+    assert [r.text for r in result.responses] == [g.text for g in direct]
+    assert sorted(provider.batches) == [2] * 5 and set(seen) == {1}
+    assert torch.get_num_threads() == threads  # restored when the engine is done
+
+
 def test_cache_key_follows_the_weights(tiny_model_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model_dir, copy)
@@ -52,7 +76,7 @@ def test_cache_key_follows_the_weights(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"concurrency": 4}, "concurrency=1"),
+    ({"concurrency": 4, "backend": "mlx"}, "concurrency=1"),
     ({"temperature": 0.7}, "greedily"),
     ({"backend": "vllm"}, "backend"),
 ])

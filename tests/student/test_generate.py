@@ -113,19 +113,20 @@ def test_mlx_batch_generation_matches_torch(tiny_model_dir, tiny_model):
     assert [g.token_ids for g in gens] == [r.token_ids for r in ref]  # fp32 greedy on both backends
 
 
-def test_overlapped_prefill_gives_the_same_tokens_and_restores_threads(tiny_model):
+def test_parallel_batches_give_the_same_tokens_in_order_and_restore_threads(tiny_model):
     import torch
 
     model, tok = tiny_model
     convs = conversations(11)
     threads = torch.get_num_threads()
-    plain = generate_torch(model, tok, convs, max_new_tokens=8, batch_size=3, overlap=False)
-    overlapped = generate_torch(model, tok, convs, max_new_tokens=8, batch_size=3, overlap=True)
-    assert [g.token_ids for g in overlapped] == [g.token_ids for g in plain]
+    plain = generate_torch(model, tok, convs, max_new_tokens=8, batch_size=3, workers=1)
+    parallel = generate_torch(model, tok, convs, max_new_tokens=8, batch_size=3, workers=3)
+    assert [g.token_ids for g in parallel] == [g.token_ids for g in plain]
+    assert [g.tokens_in for g in parallel] == [g.tokens_in for g in plain]
     assert torch.get_num_threads() == threads
 
 
-def test_a_failing_prefill_in_the_worker_is_raised_to_the_caller(tiny_model, monkeypatch):
+def test_a_failing_batch_in_a_worker_is_raised_to_the_caller(tiny_model, monkeypatch):
     import torch
 
     from runner.student import greedy
@@ -143,7 +144,7 @@ def test_a_failing_prefill_in_the_worker_is_raised_to_the_caller(tiny_model, mon
     real = greedy.prefill
     monkeypatch.setattr(greedy, "prefill", failing)
     with pytest.raises(RuntimeError, match="batch 2"):
-        generate_torch(model, tok, conversations(9), max_new_tokens=4, batch_size=3, overlap=True)
+        generate_torch(model, tok, conversations(9), max_new_tokens=4, batch_size=3, workers=2)
     assert torch.get_num_threads() == threads
 
 
