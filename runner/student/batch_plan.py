@@ -61,7 +61,8 @@ def prefix_groups(prompts: Sequence[Sequence[int]], rows: Sequence[int], min_sha
 
 
 def plan_order(prompts: Sequence[Sequence[int]], min_shared: int = 0) -> list[int]:
-    """Decode order: longest first (the biggest batch, the memory peak, comes first), and (min_shared > 0) rows sharing a prefix kept adjacent.
+    """Decode order: longest first (the biggest batch, the memory peak, comes first), and
+    (min_shared > 0) rows sharing a prefix kept adjacent.
 
     Groups are ordered by their longest prompt and rows inside a group by length, so cutting the
     order into consecutive batches keeps both the length sorting and most of the sharing (a group

@@ -207,7 +207,7 @@ def greedy_batches(model: Any, prompts: list[list[int]], batches: list[list[int]
     torch.set_num_threads(1)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
-        futures = [pool.submit(run, p) for p in rows]  # at most `workers` batches in memory at once
+        futures = [pool.submit(run, p) for p in rows]  # at most `workers` KV caches alive at once
         for b, f in zip(batches, futures):
             yield b, f.result()
     finally:
