@@ -149,11 +149,11 @@ class StudentEvalStage(Stage):
         """auto: one batch per CPU thread for torch on a CPU (runner.student.greedy says why), else 1."""
         if self.workers != "auto":
             return int(self.workers)
-        if self.resolved_backend() != "torch" or self._device_hint() != "cpu":
+        if self.resolved_backend() != "torch":
             return 1
-        import torch
+        from runner.student.greedy import auto_workers
 
-        return torch.get_num_threads()
+        return auto_workers(self._device_hint())
 
     def _device_hint(self) -> str:
         if self.resolved_backend() == "mlx":

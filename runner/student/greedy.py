@@ -177,12 +177,16 @@ def greedy_batch(model: Any, prompts: list[list[int]], *, pad_id: int, stop_ids:
     return decode(model, prefill(model, prompts, pad_id, min_shared, max_new_tokens), stop_ids, max_new_tokens)
 
 
-def resolve_workers(workers: int | str, model: Any, n_batches: int) -> int:
-    """auto: on a CPU, one worker per torch thread (each then runs on one thread); else 1."""
+def auto_workers(device: str) -> int:
+    """On a CPU, one worker per torch thread (each then runs on one thread); elsewhere 1."""
     import torch
 
+    return torch.get_num_threads() if device == "cpu" else 1
+
+
+def resolve_workers(workers: int | str, model: Any, n_batches: int) -> int:
     if workers == "auto":
-        workers = torch.get_num_threads() if model.device.type == "cpu" else 1
+        workers = auto_workers(model.device.type)
     return max(1, min(int(workers), n_batches))
 
 
