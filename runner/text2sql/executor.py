@@ -19,7 +19,8 @@ Error kinds (ExecResult.error_kind), in the order they are checked:
   too_many_rows       more than max_rows result rows
   syntax              parse errors: syntax error, incomplete input, unrecognized token
   no_such_table       unknown table
-  no_such_column      unknown column
+  unknown_column      a name that is no column in scope, bare or double-quoted: double quotes
+                      always mean an identifier here (SQL standard), never a string literal
   no_such_function    unknown function (or wrong number of arguments)
   other               anything else (type errors, too-big values, ...), message kept in `error`
 """
@@ -36,7 +37,7 @@ from runner.text2sql.database import connect
 from runner.text2sql.sql import quote_ident
 
 ERROR_KINDS = ("empty", "multiple_statements", "denied", "timeout", "too_many_rows", "syntax",
-               "no_such_table", "no_such_column", "no_such_function", "other")
+               "no_such_table", "unknown_column", "no_such_function", "other")
 
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                     sqlite3.SQLITE_RECURSIVE}
@@ -45,6 +46,14 @@ _NOT_QUERIES = {"insert", "update", "delete", "replace", "drop", "create", "alte
                 "pragma", "vacuum", "reindex", "analyze", "begin", "commit", "end", "rollback",
                 "savepoint", "release", "explain"}
 _WORD = re.compile(r"[A-Za-z]+")
+# One SQLite token each: a string, a comment, a [..] or `..` identifier, or a "..." identifier
+# (group 1). Scanning left to right like SQLite's own tokenizer keeps quotes inside strings and
+# comments out of it.
+_TOKENS = re.compile("'(?:[^']|'')*'"          # 'string' ('' escapes a quote)
+                     r"|--[^\n]*|/\*.*?(?:\*/|\Z)"  # comments
+                     r"|\[[^\]]*\]|`(?:[^`]|``)*`"   # [name], `name`
+                     r'|"((?:[^"]|"")*)"',          # "name" (group 1)
+                     re.S)
 # VM instructions between progress-handler calls: ~tens of microseconds, so the budget is
 # kept to well under a millisecond of overshoot while costing nothing measurable.
 _PROGRESS_EVERY = 1000
@@ -77,7 +86,7 @@ def classify_error(message: str) -> str:
     if "no such table" in m:
         return "no_such_table"
     if "no such column" in m:
-        return "no_such_column"
+        return "unknown_column"
     if "no such function" in m or "wrong number of arguments" in m:
         return "no_such_function"
     if "one statement at a time" in m:
@@ -118,6 +127,25 @@ def bind_alias(sql: str, alias: str, table: str) -> str:
     return f"WITH {cte}\n{body}"
 
 
+def identifiers_only(sql: str) -> str:
+    """`sql` with every double-quoted name rewritten as a backtick-quoted one.
+
+    SQLite reads a double-quoted name that matches no column as a string literal (its legacy
+    "DQS" behaviour): `SELECT "nope" FROM t WHERE "nope" = 1` would run and pass. A backtick
+    name has no such fallback, so an unknown one fails with "no such column" on every SQLite
+    and Python (setconfig, which can switch DQS off, exists only from Python 3.12)."""
+    if '"' not in sql:
+        return sql
+
+    def swap(m: re.Match) -> str:
+        name = m.group(1)
+        if name is None:
+            return m.group(0)
+        return "`" + name.replace('""', '"').replace("`", "``") + "`"
+
+    return _TOKENS.sub(swap, sql)
+
+
 def _is_blank(sql: str) -> bool:
     # Comments-only input is as empty as whitespace: sqlite3 would "run" it and return nothing.
     return not _skip_noise(sql, skip=";")
@@ -139,6 +167,8 @@ class SqlExecutor:
         self._con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)
         self._con.set_authorizer(_authorize)
         self._con.set_progress_handler(self._over_budget, _PROGRESS_EVERY)
+        if hasattr(self._con, "setconfig"):  # Python >= 3.12: SQLite's own switch, a second layer
+            self._con.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)
 
     def _over_budget(self) -> int:
         return 1 if time.perf_counter() > self._deadline else 0
@@ -157,6 +187,7 @@ class SqlExecutor:
         self._deadline = t0 + self.timeout_s
         cur = None
         try:
+            sql = identifiers_only(sql)
             bound = bind_alias(sql, self.table_alias, table) if self.table_alias and table else sql
             cur = self._con.execute(bound)
             rows = cur.fetchmany(self.max_rows + 1)

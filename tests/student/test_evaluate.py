@@ -24,6 +24,17 @@ def test_empty_prediction_is_never_exec_pass_nor_correct(tmp_path):
     assert scored["gold_match"].to_list() == [False, False, False, True]
 
 
+def test_quoted_unknown_column_is_not_exec_pass_for_the_student(tmp_path):
+    # The scratch student's constant answer: it "ran" under SQLite's legacy double-quote rule.
+    ctx = make_run(tmp_path)
+    df = pl.DataFrame({"sample_id": ["a", "b"], "gold_sql": [gold_sql("ann")] * 2,
+                       "generation": ['SELECT "date" FROM t WHERE "date" = \'1\'', 'SELECT "nope" FROM t WHERE "nope" = 1']})
+    with open_executor(ctx) as ex:
+        scored = execute_frame(clean_frame(df), ex)
+    assert scored["exec_pass"].to_list() == [False, False]
+    assert scored["exec_error"].to_list() == ["unknown_column", "unknown_column"]
+
+
 def test_student_eval_stage(tmp_path, tiny_model_dir):
     ctx = make_run(tmp_path)
     shutil.copytree(tiny_model_dir, ctx.store.path("student_base/"))

@@ -50,7 +50,7 @@ def test_reads_work(ex):
     (None, "empty"), ("", "empty"), ("  \n\t ", "empty"), (";", "empty"), ("-- nothing\n", "empty"),
     ("/* c */", "empty"),
     ("SELEC player FROM table_2_1_1", "syntax"), ("SELECT 'open", "syntax"), ("SELECT (1", "syntax"),
-    ("SELECT nope FROM table_2_1_1", "no_such_column"),
+    ("SELECT nope FROM table_2_1_1", "unknown_column"),
     ("SELECT * FROM table_missing", "no_such_table"),
     ("SELECT no_such_fn(1)", "no_such_function"),
     ("SELECT 1; SELECT 2", "multiple_statements"),
@@ -61,12 +61,37 @@ def test_error_kinds(ex, sql, kind):
     assert kind in ERROR_KINDS
 
 
-def test_unknown_double_quoted_name_is_a_string_literal(ex):
-    # SQLite's default (DQS): "x" that names no column is the string 'x'. Kept on purpose:
-    # models often write MySQL-style "value" literals, which then still execute.
-    r = ex.execute('SELECT "player" FROM table_1_10015132_11 WHERE "nationality" = "serbia"')
+@pytest.mark.parametrize("sql", [
+    'SELECT "nope" FROM table_2_1_1 WHERE "nope" = 1',            # the student's constant query
+    'SELECT "nope" FROM table_2_1_1',
+    'SELECT "player" FROM table_1_10015132_11 WHERE "nationality" = "serbia"',  # a "value"
+    'SELECT COUNT(*) FROM table_1_10015132_11 WHERE "Nationality " = \'serbia\'',
+])
+def test_unknown_double_quoted_name_is_unknown_column(ex, sql):
+    # SQLite's legacy default reads an unknown "name" as the string 'name' and the query "runs":
+    # double quotes are identifiers here, as in the SQL standard, on every Python.
+    r = ex.execute(sql)
+    assert not r.ok and r.error_kind == "unknown_column", r
+    assert r.rows is None
+
+
+def test_quoted_names_that_exist_and_quotes_inside_strings_still_work(ex):
+    r = ex.execute('SELECT "player" FROM "table_1_10015132_11" WHERE "nationality" = \'serbia\'')
     assert r.ok and r.rows == [("aleksandar radojević",)]
-    assert ex.execute('SELECT "nope" FROM table_2_1_1').rows == [("nope",), ("nope",)]
+    # a double quote inside a string literal or a comment is not an identifier
+    r = ex.execute('SELECT \'say "hi"\' AS "x y" /* "nope" */ -- "nope"\n')
+    assert r.ok and r.rows == [('say "hi"',)]
+    # an escaped quote inside a name, and a name that needs the backtick escaped
+    with_alias = ex.execute('SELECT "n" AS "a""b", "n" AS "c`d" FROM table_3_48_1 LIMIT 1')
+    assert with_alias.ok and with_alias.rows == [(0.0, 0.0)]
+
+
+def test_table_alias_binding_keeps_identifier_semantics(db):
+    with SqlExecutor(db, timeout_s=BUDGET, table_alias="t") as ex:
+        ok = ex.execute('SELECT "player" FROM "t" WHERE "nationality" = \'serbia\'', table="table_1_10015132_11")
+        assert ok.ok and ok.rows == [("aleksandar radojević",)]
+        bad = ex.execute('SELECT "date" FROM t WHERE "date" = \'1\'', table="table_1_10015132_11")
+        assert bad.error_kind == "unknown_column"
 
 
 def test_row_cap(db):

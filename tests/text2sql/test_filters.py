@@ -105,3 +105,20 @@ def test_filter_stage_marks_eval_rows_and_counts_reasons(ctx):
     assert out["reject_reason"].to_list() == [None, "exec_fail", "eval_split"]
     assert ctx.metrics.get("filter.reject.exec_fail") == 1 and ctx.metrics.get("filter.total") == 2
     assert "filter.reject.eval_split" not in ctx.metrics
+
+
+def test_quoted_unknown_column_is_rejected_by_require_exec(tmp_path):
+    # Through the one executor: SQLite's legacy reading of "nope" as a string would make this
+    # query "execute" and be distilled.
+    from runner.text2sql.evaluate import clean_frame, execute_frame, open_executor
+    from tests.student.mini_run import gold_sql, make_run
+
+    run = make_run(tmp_path)
+    sqls = ['SELECT "nope" FROM t WHERE "nope" = 1', 'SELECT "city" FROM t WHERE "name" = "ann"', gold_sql("ann")]
+    df = _frame([_row(i, sql=s) for i, s in enumerate(sqls)]).drop("exec_pass", "gold_match")
+    df = df.with_columns(gold_sql=pl.lit(gold_sql("ann")))
+    with open_executor(run) as ex:
+        df = execute_frame(clean_frame(df), ex)
+    assert df["exec_error"].to_list() == ["unknown_column", "unknown_column", None]
+    reasons, _ = Filters(require_exec=True, min_chars=0).apply(df, run)
+    assert reasons == ["exec_fail", "exec_fail", None]

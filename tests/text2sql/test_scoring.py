@@ -76,7 +76,7 @@ def test_score_predictions(executor):
     out = score_predictions(df, executor)
     assert out["exec_pass"].to_list() == [True, True, True, True, False, False, False, False, True]
     assert out["gold_match"].to_list() == [True, True, True, False, False, False, False, False, True]
-    assert out["exec_error"].to_list() == [None] * 4 + ["empty"] * 3 + ["no_such_column", None]
+    assert out["exec_error"].to_list() == [None] * 4 + ["empty"] * 3 + ["unknown_column", None]
     assert out["clean_removed"].to_list()[1] == ["fenced"]
     assert out["clean_removed"].to_list()[8] == ["multi_statement"]
     assert out["clean_sql"].to_list()[4:7] == ["", "", ""]
