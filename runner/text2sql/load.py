@@ -26,11 +26,15 @@ class WikiSqlDataset:
 
     def __init__(self, data_dir: str | None = None, source: str = "tabfact", split: str = "train",
                  matched_only: bool = True, n_train: int = 1000, n_eval: int = 1000, seed: int = 0,
-                 exec_timeout_s: float = 1.0, exec_max_rows: int = 1000, table_alias: str | None = "t"):
+                 exec_timeout_s: float | str = "auto", exec_timeout_floor_s: float = 0.05,
+                 exec_timeout_max_s: float = 1.0, exec_timeout_multiple: float = 50.0,
+                 exec_max_rows: int = 1000, table_alias: str | None = "t"):
         self.data_dir = data_dir
         self.source, self.split, self.matched_only = source, split, matched_only
         self.n_train, self.n_eval, self.seed = n_train, n_eval, seed
         self.exec_timeout_s, self.exec_max_rows = exec_timeout_s, exec_max_rows
+        self.exec_timeout_floor_s, self.exec_timeout_max_s = exec_timeout_floor_s, exec_timeout_max_s
+        self.exec_timeout_multiple = exec_timeout_multiple
         self.table_alias = table_alias or None
 
     def validate(self) -> None:
@@ -40,11 +44,23 @@ class WikiSqlDataset:
                 raise ConfigError(f"dataset.{key}={getattr(self, key)!r} must be an integer >= 1")
         if not isinstance(self.n_eval, int) or self.n_eval < 0:
             raise ConfigError(f"dataset.n_eval={self.n_eval!r} must be an integer >= 0 (0: no eval split)")
-        check_range("dataset", "exec_timeout_s", self.exec_timeout_s, 0, lo_open=True)
+        if self.exec_timeout_s != "auto":
+            check_range("dataset", "exec_timeout_s", self.exec_timeout_s, 0, lo_open=True)
+        check_range("dataset", "exec_timeout_floor_s", self.exec_timeout_floor_s, 0, lo_open=True)
+        check_range("dataset", "exec_timeout_max_s", self.exec_timeout_max_s, self.exec_timeout_floor_s)
+        check_range("dataset", "exec_timeout_multiple", self.exec_timeout_multiple, 1)
         if self.table_alias is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.table_alias):
             raise ConfigError(f"dataset.table_alias={self.table_alias!r} must be a plain SQL identifier "
                               "(e.g. t), or null to show real table names")
         find_data_root(self.data_dir)  # ConfigError naming the paths tried and how to get the data
+
+    def exec_budget(self, gold_max_s: float) -> float:
+        """Per-query budget: `exec_timeout_s`, or with `auto` a multiple of the slowest gold query
+        on this database, between the floor and the cap. WikiSQL answers take microseconds; a
+        flat 1 s let a teacher's runaway SQL (recursive CTE, 7-way cross join) cost ~1 s a row."""
+        if self.exec_timeout_s != "auto":
+            return float(self.exec_timeout_s)
+        return min(self.exec_timeout_max_s, max(self.exec_timeout_floor_s, self.exec_timeout_multiple * gold_max_s))
 
     def sample(self, questions: pl.DataFrame) -> pl.DataFrame:
         """Seeded draw of n_eval + n_train rows; eval and train never share a table.
@@ -118,11 +134,15 @@ class LoadStage(Stage):
         sampled = sampled.with_columns(sql_table=pl.Series(names, dtype=pl.String),
                                        query_table=pl.Series([ds.table_alias or n for n in names], dtype=pl.String),
                                        gold_sql=pl.Series(gold, dtype=pl.String))
+        gold_max_s, gold_failed = time_gold(db_path, sampled, ds)
+        budget = ds.exec_budget(gold_max_s)
         ctx.store.write("questions", sampled)
         ctx.store.write("tables", tables_frame(tables))
         ctx.store.write_json("database.json", {
             "path": str(db_path), "tables": len(tables), "source": ds.source, "split": ds.split,
-            "timeout_s": ds.exec_timeout_s, "max_rows": ds.exec_max_rows, "table_alias": ds.table_alias})
+            "timeout_s": budget, "max_rows": ds.exec_max_rows, "table_alias": ds.table_alias})
+        ctx.metrics.update("load", {"gold_max_exec_s": round(gold_max_s, 6), "exec_timeout_s": round(budget, 6),
+                                    "gold_exec_failed": gold_failed})
         ctx.timer.add_items(sampled.height)
         ctx.metrics.update("load", {
             "pool": pool.height, "train": int((sampled["split"] == "train").sum()),
@@ -130,6 +150,21 @@ class LoadStage(Stage):
             "source": ds.source})
         ctx.log.info("load: %d questions (%d tables) from %s, database %s", sampled.height, len(tables),
                      root, db_path)
+
+
+def time_gold(db_path, sampled: pl.DataFrame, ds: WikiSqlDataset) -> tuple[float, int]:
+    """(slowest gold query in seconds, gold queries that fail) on the built database, each run
+    once under the cap: the measure the `auto` budget is a multiple of."""
+    from runner.text2sql.executor import SqlExecutor
+
+    slowest, failed = 0.0, 0
+    cap = ds.exec_timeout_max_s if ds.exec_timeout_s == "auto" else float(ds.exec_timeout_s)
+    with SqlExecutor(db_path, timeout_s=cap, max_rows=ds.exec_max_rows, table_alias=ds.table_alias) as ex:
+        for sql, table in sampled.select("gold_sql", "sql_table").iter_rows():
+            r = ex.execute(sql, table)
+            slowest = max(slowest, r.elapsed_s)
+            failed += not r.ok
+    return slowest, failed
 
 
 def content_id(table_id: str, question: str) -> str:
