@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from runner.stage import Stage
+from runner.student import baseline as base
 from runner.student import plots as plotting
 from runner.student.perf import safetensors_params, weight_bytes
 from runner.text2sql.evaluate import open_executor
@@ -33,7 +34,9 @@ FORMULAS = {
     "retention_pct": "student rate / teacher rate * 100 (null when the teacher rate is 0)",
     "same_sql_rate": "rows where both SQLs are non-empty and their normalised token sequences "
                      "(scoring.sql_tokens) are equal / rows",
-    "same_result_rate": "rows where both SQLs execute and return equal results (results_match) / rows",
+    "same_result_rate": "rows where both SQLs execute and return equal NON-EMPTY results (results_match) / rows",
+    "both_empty_rate": "rows where both SQLs execute and both return no rows / rows (not counted as agreement)",
+    "both_failed_rate": "rows where neither SQL executes (empty SQL counts as failing) / rows",
     "student_right_when_teacher_wrong": "rows with student gold match and teacher not / rows with teacher not",
     "student_right_when_teacher_right": "rows with both gold match / rows with teacher gold match",
     "token_f1": "mean over rows of F1 of SQL token multisets vs gold: 2PR/(P+R); empty prediction = 0",
@@ -65,20 +68,25 @@ def retention(student: float | None, teacher: float | None) -> float | None:
 
 def compare_rows(joined: pl.DataFrame, executor) -> pl.DataFrame:
     """Per-row agreement of teacher (t_*) and student (s_*) predictions and token F1 vs gold."""
-    out: dict[str, list] = {k: [] for k in ("same_sql", "same_result", "t_f1", "s_f1")}
+    out: dict[str, list] = {k: [] for k in ("same_sql", "same_result", "both_empty", "both_failed", "t_f1", "s_f1")}
     ordered_cache: dict[str, bool] = {}
     tables = joined["sql_table"].to_list() if "sql_table" in joined.columns else [None] * joined.height
     for (t_sql, s_sql, gold), table in zip(joined.select("t_clean_sql", "s_clean_sql", "gold_sql").rows(), tables):
         t_sql, s_sql = t_sql or "", s_sql or ""
         t_tok, s_tok = sql_tokens(t_sql), sql_tokens(s_sql)
         out["same_sql"].append(bool(t_tok) and t_tok == s_tok)
+        t_res = executor.execute(t_sql, table) if t_sql.strip() else None
+        s_res = executor.execute(s_sql, table) if s_sql.strip() else None
+        t_ok, s_ok = bool(t_res and t_res.ok), bool(s_res and s_res.ok)
+        both_empty = t_ok and s_ok and not t_res.rows and not s_res.rows
         same = False
-        if t_sql.strip() and s_sql.strip():
-            t_res, s_res = executor.execute(t_sql, table), executor.execute(s_sql, table)
+        if t_ok and s_ok and not both_empty:  # two queries that both find nothing do not agree on anything
             if gold not in ordered_cache:
                 ordered_cache[gold] = " order by " in " ".join(gold.lower().split())
-            same = t_res.ok and s_res.ok and results_match(s_res.rows, t_res.rows, ordered=ordered_cache[gold])
+            same = results_match(s_res.rows, t_res.rows, ordered=ordered_cache[gold])
         out["same_result"].append(same)
+        out["both_empty"].append(both_empty)
+        out["both_failed"].append(not t_ok and not s_ok)
         out["t_f1"].append(token_f1(t_sql, gold))
         out["s_f1"].append(token_f1(s_sql, gold))
     return joined.with_columns(*[pl.Series(k, v) for k, v in out.items()])
@@ -93,6 +101,8 @@ def agreement(rows: pl.DataFrame) -> dict[str, Any]:
         "rows": rows.height,
         "same_sql_rate": _rate(rows, "same_sql"),
         "same_result_rate": _rate(rows, "same_result"),
+        "both_empty_rate": _rate(rows, "both_empty"),
+        "both_failed_rate": _rate(rows, "both_failed"),
         "teacher_right": n_t_right, "teacher_wrong": n_t_wrong,
         "student_right_when_teacher_right": both / n_t_right if n_t_right else None,
         "student_right_when_teacher_right_count": both,
@@ -123,6 +133,12 @@ class CompareStage(Stage):
                                "nothing to compare")
         with open_executor(ctx) as ex:
             rows = compare_rows(joined, ex)
+            spread = base.prediction_spread(rows["s_clean_sql"].to_list())
+            constant = base.constant_baseline(rows, spread["top_sql"] or "", ex)
+        note = base.collapse_note(spread)
+        if note:
+            ctx.log.warning("compare: %s (constant baseline: exec %.3f, token F1 %.3f)", note,
+                            constant["exec_pass_rate"], constant["token_f1"])
         ctx.store.write("comparison_rows", rows)
         ids = rows["sample_id"]
         pre_same = pre.filter(pl.col("sample_id").is_in(ids.implode())) if pre is not None else None
@@ -141,9 +157,15 @@ class CompareStage(Stage):
                    "formulas": FORMULAS, "null_reasons": nulls}
         results = {"schema_version": 1, "teacher": self._teacher_label(),
                    "student": str(ctx.store.locate("student_model/")),
-                   "agreement": agreement(rows), "formulas": {k: FORMULAS[k] for k in (
-                       "same_sql_rate", "same_result_rate", "student_right_when_teacher_wrong",
-                       "student_right_when_teacher_right", "token_f1")},
+                   "agreement": agreement(rows),
+                   "student_predictions": {"distinct": spread["distinct"], "top_share": spread["top_share"],
+                                           "top_sql": spread["top_sql"], "collapsed": note is not None,
+                                           "note": note},
+                   "constant_baseline": constant,
+                   "formulas": {**{k: FORMULAS[k] for k in (
+                       "same_sql_rate", "same_result_rate", "both_empty_rate", "both_failed_rate",
+                       "student_right_when_teacher_wrong", "student_right_when_teacher_right", "token_f1")},
+                       **base.FORMULAS},
                    "per_row": "artifacts/comparison_rows.parquet"}
         ctx.store.write_json("distillation_metrics.json", metrics)
         ctx.store.write_json("comparison_results.json", results)
@@ -259,5 +281,13 @@ class CompareStage(Stage):
             "exec_pass_retention_pct": d["exec_pass_rate"]["retention_pct"],
             "same_sql_rate": results["agreement"]["same_sql_rate"],
             "same_result_rate": results["agreement"]["same_result_rate"],
+            "both_empty_rate": results["agreement"]["both_empty_rate"],
+            "both_failed_rate": results["agreement"]["both_failed_rate"],
             "student_token_f1": results["agreement"]["token_f1"]["student_mean"],
+            "constant_baseline_token_f1": results["constant_baseline"]["token_f1"],
+            "constant_baseline_exec_pass_rate": results["constant_baseline"]["exec_pass_rate"],
+            "constant_baseline_gold_match_rate": results["constant_baseline"]["gold_match_rate"],
+            "student_distinct_predictions": results["student_predictions"]["distinct"],
+            "student_top_prediction_share": results["student_predictions"]["top_share"],
+            "student_collapsed": results["student_predictions"]["collapsed"],
             "accuracy_per_mb": d["efficiency"]["accuracy_per_mb"]})

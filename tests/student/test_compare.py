@@ -83,6 +83,7 @@ def test_compare_metrics(tmp_path, tiny_model_dir):
     assert dist["distillation"]["exec_pass_rate"]["retention_pct"] == pytest.approx(80.0)
     a = comp["agreement"]
     assert a["same_sql_rate"] == pytest.approx(2 / 6) and a["same_result_rate"] == pytest.approx(2 / 6)
+    assert a["both_empty_rate"] == 0.0 and a["both_failed_rate"] == pytest.approx(1 / 6)  # row 5: both empty SQL
     assert a["student_right_when_teacher_wrong"] == pytest.approx(1 / 2)
     assert a["student_right_when_teacher_right"] == pytest.approx(2 / 4)
     assert a["token_f1"]["student_mean"] == pytest.approx((1 + 1 + 7 / 8 + 0 + 1 + 0) / 6)  # 7/8: one literal off
@@ -120,3 +121,27 @@ def test_local_teacher_size_is_measured(tmp_path, tiny_model_dir):
     t, s = dist["size"]["teacher"], dist["size"]["student"]
     assert t["params_total"] == s["params_total"] and dist["size"]["size_ratio"] == pytest.approx(1.0)
     assert dist["distillation"]["efficiency"]["retention_per_param_ratio"] == pytest.approx(75.0)
+
+
+def test_both_empty_is_not_agreement_and_a_collapsed_student_meets_its_constant_baseline(tmp_path, tiny_model_dir):
+    zed = gold_sql("zed")  # executes on the toy table and finds nothing
+    teacher = [zed, gold_sql("dan", "age"), gold_sql("eve"), "", gold_sql("fay", "age"), ""]
+    student = [zed, zed, zed, zed, gold_sql("dan"), ""]
+    ctx = _setup(tmp_path, tiny_model_dir, teacher_texts=teacher)
+    ctx.store.write("student_post", _scored(ctx, student))
+    _, comp = _run(ctx, SimulatedTeacher())
+    a = comp["agreement"]
+    # row 0: both return nothing (not agreement); row 5: both empty SQL (both failed)
+    assert a["same_result_rate"] == 0.0
+    assert a["both_empty_rate"] == pytest.approx(1 / 6) and a["both_failed_rate"] == pytest.approx(1 / 6)
+    spread = comp["student_predictions"]
+    assert spread["distinct"] == 3 and spread["top_share"] == pytest.approx(4 / 6) and spread["top_sql"] == zed
+    assert spread["collapsed"] is True and "67%" in spread["note"]
+    golds = ctx.store.read("comparison_rows")["gold_sql"].to_list()
+    base = comp["constant_baseline"]
+    assert base["sql"] == zed and base["exec_pass_rate"] == 1.0 and base["gold_match_rate"] == 0.0
+    assert base["token_f1"] == pytest.approx(sum(token_f1(zed, g) for g in golds) / 6)
+    m = ctx.metrics.as_dict()
+    assert m["compare.student_distinct_predictions"] == 3 and m["compare.student_collapsed"] is True
+    assert m["compare.constant_baseline_exec_pass_rate"] == 1.0
+    assert m["compare.constant_baseline_token_f1"] == pytest.approx(base["token_f1"])
