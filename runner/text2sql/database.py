@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from runner.artifacts import atomic_path
+from runner.text2sql.connection import COLLATION, connect, nkey_collation  # noqa: F401 (re-exported)
 from runner.text2sql.data import Table
-from runner.text2sql.normalize import text_key
 from runner.text2sql.sql import column_names, quote_ident, table_name
 
 # Bump when the file layout changes so cached files built by older code are not reused.
 SCHEMA_VERSION = 1
-COLLATION = "NKEY"
-
-
-def nkey_collation(a: str, b: str) -> int:
-    # SQLite hands collations text only, so the str fast path of nkey is enough.
-    ka, kb = text_key(a), text_key(b)
-    return (ka > kb) - (ka < kb)
 
 
 def table_schema(table: Table) -> tuple[str, list[str], list[str]]:
@@ -98,17 +89,3 @@ def _write_tables(path: Path, tables: dict[str, Table]) -> None:
         con.close()
 
 
-def connect(db_path: Path, readonly: bool = True) -> sqlite3.Connection:
-    """A connection with the NKEY collation; read-only = URI mode=ro + PRAGMA query_only."""
-    if readonly:
-        if not Path(db_path).is_file():
-            raise FileNotFoundError(f"SQLite database {db_path} does not exist")
-        # immutable=1: the file is content-addressed and never rewritten, so SQLite may skip
-        # file locking (faster, and it also makes the connection read-only).
-        uri = f"file:{quote(str(Path(db_path).resolve()))}?mode=ro&immutable=1"
-        con = sqlite3.connect(uri, uri=True)
-        con.execute("PRAGMA query_only=ON")
-    else:
-        con = sqlite3.connect(str(db_path))
-    con.create_collation(COLLATION, nkey_collation)
-    return con

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.text2sql.database import connect
+from runner.text2sql.connection import connect
 from runner.text2sql.sql import quote_ident
 
 ERROR_KINDS = ("empty", "multiple_statements", "denied", "timeout", "too_many_rows", "syntax",
@@ -42,9 +42,13 @@ ERROR_KINDS = ("empty", "multiple_statements", "denied", "timeout", "too_many_ro
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                     sqlite3.SQLITE_RECURSIVE}
 _DENIED_FUNCTIONS = {"load_extension"}
+# Python 3.10 has no Connection.setlimit to cap value sizes: there, the functions that build a
+# huge value from a small query are denied instead (no WikiSQL answer needs them).
+_BIG_VALUE_FUNCTIONS = {"zeroblob", "randomblob", "printf", "format", "replace", "group_concat"}
 _NOT_QUERIES = {"insert", "update", "delete", "replace", "drop", "create", "alter", "attach", "detach",
                 "pragma", "vacuum", "reindex", "analyze", "begin", "commit", "end", "rollback",
                 "savepoint", "release", "explain"}
+_HAS_SETLIMIT = hasattr(sqlite3.Connection, "setlimit")
 _WORD = re.compile(r"[A-Za-z]+")
 # One SQLite token each: a string, a comment, a [..] or `..` identifier, or a "..." identifier
 # (group 1). Scanning left to right like SQLite's own tokenizer keeps quotes inside strings and
@@ -70,7 +74,10 @@ class ExecResult:
 
 def _authorize(action: int, arg1, arg2, db_name, trigger) -> int:
     if action == sqlite3.SQLITE_FUNCTION:
-        return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+        name = (arg2 or "").lower()
+        if name in _DENIED_FUNCTIONS or (not _HAS_SETLIMIT and name in _BIG_VALUE_FUNCTIONS):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
 
@@ -163,8 +170,9 @@ class SqlExecutor:
         self._deadline = 0.0
         self._con = connect(self.db_path, readonly=True)
         self._con.isolation_level = None  # sqlite3 must never issue an implicit BEGIN of its own
-        self._con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        self._con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)
+        if _HAS_SETLIMIT:  # Python >= 3.11; the authorizer denies ATTACH on every version
+            self._con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+            self._con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)
         self._con.set_authorizer(_authorize)
         self._con.set_progress_handler(self._over_budget, _PROGRESS_EVERY)
         if hasattr(self._con, "setconfig"):  # Python >= 3.12: SQLite's own switch, a second layer
