@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 _SKIP_PREFIX = ("version.", "run.git_commit", "run.host", "run.platform", "run.started_at", "run.ended_at")
 
@@ -41,4 +42,6 @@ def print_summary(metrics: dict[str, Any], timing: dict[str, Any], run_dir: Path
                    format_value(lat.get("p50")), format_value(lat.get("p95")))
     st.add_row("total", format_value(timing.get("total_wall_s")), "1", "", "", "", "")
     console.print(st)
+    for note in metrics.get("run.notices") or []:  # e.g. a simulated teacher: its numbers are not measurements
+        console.print(Text(f"NOTE: {note}", style="bold yellow"))
     console.print(f"outputs: {run_dir}")

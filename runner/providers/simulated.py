@@ -26,6 +26,7 @@ from typing import Any
 from runner.engine.types import Completion, ProviderError, Request
 from runner.providers.base import Provider
 from runner.stage import ConfigError, check_range
+from runner.text2sql.quality import SIMULATED_NOTE
 from runner.text2sql.sql import AGGS, render_sql
 
 _Z95 = 1.6448536269514722  # standard normal 95th percentile
@@ -122,9 +123,34 @@ class SimulatedProvider(Provider):
         if fault < self.rate_timeout:
             raise ProviderError("timeout", "simulated request timeout")
         text = self.answer(request, _rng("answer", self.sim_seed, key))
-        tokens_in = sum(_approx_tokens(m.get("content", "")) for m in request.messages)
-        # Simulated calls cost nothing (a measured 0, not an unknown); token counts are ~4 chars/token.
-        return Completion(text=text, tokens_in=tokens_in, tokens_out=_approx_tokens(text), cost_usd=0.0)
+        count = self._count()
+        tokens_in = sum(count(m.get("content", "")) for m in request.messages)
+        # Nobody is paid: cost is null with cost_reason(), never a silent 0.0.
+        return Completion(text=text, tokens_in=tokens_in, tokens_out=count(text), cost_usd=None)
+
+    # --- labels ----------------------------------------------------------------------------
+    def _count(self):
+        """Token counts from a real tokenizer (tiktoken cl100k_base, as the prompt stage uses),
+        or a named estimate when it cannot be loaded."""
+        if getattr(self, "_counter", None) is None:
+            from runner.text2sql.prompt import token_counter
+
+            fn, name = token_counter()
+            self._counter = fn or _approx_tokens
+            self._counter_name = (f"{name} (a stand-in: the simulated teacher has no tokenizer of its own)" if fn
+                                  else f"estimate, ~4 characters per token ({name})")
+        return self._counter
+
+    @property
+    def token_counter(self) -> str:  # type: ignore[override]
+        self._count()
+        return self._counter_name
+
+    def cost_reason(self) -> str:
+        return "simulated teacher: an offline stand-in, no provider is paid (null, not 0)"
+
+    def notices(self) -> list[str]:
+        return [SIMULATED_NOTE]
 
     # --- answers ---------------------------------------------------------------------------
     def answer(self, request: Request, rng: random.Random) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from runner.stage import ConfigError, GateFailed, Stage, check_range
-from runner.text2sql.quality import rates
+from runner.text2sql.quality import label, rates
 
 REPORT = "gate_report.json"
 # (threshold attribute, measured key in quality.rates)
@@ -41,8 +41,7 @@ class Gate:
         for key, _ in _RATE_CHECKS:
             check_range("gate", key, getattr(self, key), 0, 1)
         if judge_kind == "none" and self.min_judge_mean > 0:
-            raise ConfigError(f"gate.min_judge_mean={self.min_judge_mean} needs a judge, but judge=none; "
-                              "set gate.min_judge_mean=0 or choose judge=rule / judge=llm")
+            raise ConfigError(no_judge_score("gate.min_judge_mean", self.min_judge_mean, "filters.min_score"))
 
     def check(self, df: pl.DataFrame, *, phase: str, planned_total: int | None = None) -> dict[str, Any]:
         """Every check with threshold, measured value and verdict. In the pilot, min_total is
@@ -54,8 +53,8 @@ class Gate:
         for key, metric in _RATE_CHECKS:
             checks.append(self._check(key, getattr(self, key), measured.get(metric)))
         passed = all(c["passed"] is not False for c in checks)
-        return {"phase": phase, "rows": df.height, "passed": passed, "enforce": self.enforce,
-                "checks": checks, "measured": measured}
+        return label({"phase": phase, "rows": df.height, "passed": passed, "enforce": self.enforce,
+                      "checks": checks, "measured": measured}, df)
 
     @staticmethod
     def _check(name: str, threshold: float, value: float | None) -> dict[str, Any]:
@@ -67,6 +66,13 @@ class Gate:
         ok = value >= threshold
         return {"check": name, "threshold": threshold, "value": value, "passed": ok,
                 "status": "pass" if ok else "fail"}
+
+
+def no_judge_score(key: str, value: float, other: str) -> str:
+    """judge=none with a threshold on the judge score. The fix names BOTH score thresholds (gate
+    and filter): fixing only one leads to the other (the filter would then reject every row)."""
+    return (f"judge=none gives no judge score, but {key}={value} needs one. Fix: choose judge=rule or "
+            f"judge=llm, or set {key}=0 and {other}=0 (both thresholds use the judge score).")
 
 
 def failure_message(report: dict[str, Any]) -> str:

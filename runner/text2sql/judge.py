@@ -41,6 +41,9 @@ class Judge:
     def validate(self) -> None:
         """Cheap config checks."""
 
+    def notices(self) -> list[str]:
+        return []
+
     def judge(self, df: pl.DataFrame, ctx) -> JudgeResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -88,6 +91,12 @@ class LlmJudge(Judge):
         self.provider = provider
         self.system, self.user = system, user
         self.max_result_chars, self.with_reference = max_result_chars, with_reference
+
+    def notices(self) -> list[str]:
+        if getattr(self.provider, "kind", None) != "simulated":
+            return []
+        return ["judge=llm runs on the SIMULATED provider: its scores derive from gold match plus noise "
+                "(provider.judge_noise), a calibration, not a measurement of an LLM judge"]
 
     def validate(self) -> None:
         self.provider.validate()

@@ -47,6 +47,23 @@ def counts(df: pl.DataFrame, col: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in vc.iter_rows()}
 
 
+SIMULATED_NOTE = ("the teacher is SIMULATED: an offline stand-in whose answers derive from each question's gold "
+                  "SQL through a seeded error model, so its accuracy is a calibration (conf/provider/simulated.yaml), "
+                  "not a measurement of any model")
+
+
+def simulated_flag(df: pl.DataFrame) -> bool | None:
+    """True when any row was answered by the simulated teacher (the teacher stage's `simulated`
+    column); None for frames made before that column existed."""
+    return bool(df["simulated"].fill_null(False).any()) if "simulated" in df.columns else None
+
+
+def label(report: dict[str, Any], df: pl.DataFrame) -> dict[str, Any]:
+    """`report` with `simulated` (and the note saying what that means) first."""
+    sim = simulated_flag(df)
+    return {"simulated": sim, **({"simulated_note": SIMULATED_NOTE} if sim else {}), **report}
+
+
 def quality_report(df: pl.DataFrame, *, teacher_total: int) -> dict[str, Any]:
     """Report of rows that went through the filter (`keep`, `reject_reason`).
 
@@ -59,4 +76,4 @@ def quality_report(df: pl.DataFrame, *, teacher_total: int) -> dict[str, Any]:
               **{k: v for k, v in rates(df).items() if k != "total"},
               "reject_reasons": counts(df, "reject_reason"),
               "exec_error_kinds": counts(df, "exec_error")}
-    return report
+    return label(report, df)

@@ -153,6 +153,21 @@ def test_kind_is_labelled_simulated():
     assert simulated().kind == "simulated"
 
 
+def test_cost_is_null_with_a_reason_and_tokens_come_from_a_named_tokenizer(tmp_path):
+    from runner.text2sql.prompt import token_counter
+
+    provider = simulated()
+    res = generate(provider, text2sql_requests(4), cache_dir=tmp_path, progress=False)
+    assert all(r.cost_usd is None for r in res.responses)  # nobody is paid: never a silent 0.0
+    assert res.stats["cost_usd"] is None and "simulated" in provider.cost_reason()
+    count, name = token_counter()
+    assert count is not None, name  # tiktoken ships with the project's dependencies
+    assert [r.tokens_out for r in res.responses] == [count(r.text) for r in res.responses]
+    assert provider.token_counter.startswith("tiktoken cl100k_base")
+    assert "setup_s" in res.stats and res.stats["setup_s"] >= 0
+    assert provider.notices() and "SIMULATED" in provider.notices()[0]
+
+
 @pytest.mark.parametrize("bad, match", [({"fence_rate": 1.5}, "fence_rate"),
                                         ({"latency_median_s": 2.0, "latency_p95_s": 1.0}, "latency_p95_s"),
                                         ({"rate_429": 0.6, "rate_5xx": 0.5}, "rate_429")])

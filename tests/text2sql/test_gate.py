@@ -97,3 +97,17 @@ def test_enforce_false_records_and_continues_without_pilot(tmp_path):
     report = json.loads((run_dir / "artifacts" / "gate_report.json").read_text())
     assert set(report) == {"full"} and report["full"]["passed"] is False
     assert m["teacher.requests"] == 50
+
+
+def test_reports_say_when_the_teacher_is_simulated():
+    from runner.text2sql.gate import Gate
+    from runner.text2sql.quality import quality_report
+
+    df = pl.DataFrame({"split": ["train"] * 2, "clean_sql": ["SELECT 1", ""], "exec_pass": [True, False],
+                       "gold_match": [True, False], "judge_score": [1.0, 0.0], "error": [None, None],
+                       "simulated": [True, True]})
+    report = Gate(min_total=0, min_exec_pass_rate=0, min_gold_match_rate=0, min_judge_mean=0).check(df, phase="full")
+    assert report["simulated"] is True and "calibration" in report["simulated_note"]
+    assert quality_report(df, teacher_total=2)["simulated"] is True
+    real = quality_report(df.with_columns(simulated=pl.lit(False)), teacher_total=2)
+    assert real["simulated"] is False and "simulated_note" not in real
