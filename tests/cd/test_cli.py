@@ -65,3 +65,19 @@ def test_smoke_experiment_end_to_end_then_rerun_distillation_on_its_teacher(tmp_
     assert m2["cd.rows_student_fwd_bwd"] == 20 * 16 * 2
     assert m2["cd.nrmse_teacher"] == m["cd.nrmse_teacher"]  # same teacher, same evaluation noise
     assert not (rerun / "artifacts" / "teacher.pt").exists()
+
+
+def test_burgers_cd_meets_its_claims(tmp_path):
+    # The README's command, unchanged: the student's 1-step NRMSE is within 1.1x the 35-NFE
+    # teacher's, and measured sampling is more than 10x faster. A student that did not learn
+    # (or a teacher sampled with too few steps) fails here.
+    proc, run_dir = run_cli(["+experiment=burgers_cd"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = read_metrics(run_dir)
+    assert (m["cd.nfe_teacher"], m["cd.nfe_student"]) == (35, 1)
+    assert m["cd.nrmse_student_1step"] <= 1.1 * m["cd.nrmse_teacher"], (m["cd.nrmse_student_1step"],
+                                                                        m["cd.nrmse_teacher"])
+    assert m["cd.sampling_speedup"] > 10, m["cd.sampling_speedup"]
+    # distillation, not a copy of the operator: the student tracks the teacher's samples closely
+    assert m["cd.nrmse_student_vs_teacher"] < 0.5 * m["cd.nrmse_teacher"]
+    assert m["cd.nrmse_teacher_lowstep"] > m["cd.nrmse_student_1step"]  # few teacher steps are worse
