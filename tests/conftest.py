@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,20 +38,45 @@ def session_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runner-cache")
 
 
+def _written_at(folder: Path, sweep: bool) -> float:
+    """When Hydra last started a job in this folder: it rewrites .hydra/config.yaml at each start
+    (so a folder reused by a second run in the same second counts too)."""
+    configs = folder.glob("*/.hydra/config.yaml") if sweep else [folder / ".hydra" / "config.yaml"]
+    return max([f.stat().st_mtime for f in configs if f.is_file()], default=0.0)
+
+
+def output_folders(cwd: Path, sweep: bool, since: float) -> list[Path]:
+    """Hydra's default folders under cwd written since `since`, oldest first: for sweeps
+    outputs/multirun/<exp>/<date>/<time>, else outputs/<exp>/<date>/<time> (not outputs/mlruns/...)."""
+    out = cwd / "outputs"
+    found = out.glob("multirun/*/*/*") if sweep else \
+        (p for p in out.glob("*/*/*") if p.relative_to(out).parts[0] != "multirun")
+    recent = [(t, p) for p in found if (t := _written_at(p, sweep)) >= since]
+    return [p for _, p in sorted(recent)]
+
+
 def run_cli(args: list[str], tmp_path: Path, *, env: dict[str, str] | None = None,
             cache_dir: Path | None = None, timeout: float = 600) -> tuple[subprocess.CompletedProcess, Path]:
-    """Run `python -m runner ARGS` in a subprocess with outputs under tmp_path.
+    """Run `python -m runner FLAGS OVERRIDES` exactly as a user types it, from tmp_path as the
+    working directory, so Hydra's default `outputs/...` folders land in tmp_path. Never pass
+    hydra.run.dir / hydra.sweep.dir here: the tests must exercise the folders users get.
 
-    Returns the completed process and the single-run folder (hydra.run.dir)."""
-    run_dir = tmp_path / "run"
+    Returns the completed process and the folder the run made: the run folder for a single run,
+    the sweep folder (holding 0/, 1/, ...) with -m. When none was made (e.g. a config error caught
+    by Hydra), a path that does not exist."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
     full_env["RUNNER_CACHE_DIR"] = str(cache_dir or (tmp_path / "cache"))
-    flags = [a for a in args if a.startswith("-")]  # argparse wants -m/--cfg before the overrides
+    # `python -m runner` from tmp_path imports the repo's package (and tests.* stage targets).
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    flags = [a for a in args if a.startswith("-")]  # Hydra's argparse wants -m/--cfg before overrides
     overrides = [a for a in args if not a.startswith("-")]
-    cmd = [sys.executable, "-m", "runner", *flags, f"hydra.run.dir={run_dir}",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
-    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return proc, run_dir
+    sweep = "-m" in flags or "--multirun" in flags
+    t0 = time.time() - 0.05  # file times may lag the clock by a tick
+    proc = subprocess.run([sys.executable, "-m", "runner", *flags, *overrides], cwd=tmp_path, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    new = output_folders(tmp_path, sweep, t0)
+    return proc, (new[-1] if new else tmp_path / "outputs" / "(no run folder)")
 
 
 def read_metrics(run_dir: Path) -> dict:

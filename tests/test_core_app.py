@@ -5,9 +5,10 @@ import json
 import time
 
 
-from tests.conftest import read_metrics, run_cli
+from tests.conftest import REPO, read_metrics, run_cli
 
-DEMO = ["hydra.searchpath=[file://tests/conf]", "pipeline=core_demo"]
+# Absolute: the CLI runs from a temporary folder (tests.conftest.run_cli).
+DEMO = [f"hydra.searchpath=[file://{REPO}/tests/conf]", "pipeline=core_demo"]
 
 
 def test_single_run_writes_output_contract(tmp_path):
@@ -107,9 +108,10 @@ def test_secret_never_written_to_run_folder(tmp_path):
 
 
 def test_multirun_seed_sweep_makes_job_folders_and_survives_a_failing_job(tmp_path):
-    proc, _ = run_cli(["-m", *DEMO, "seed=1,2", "pipeline.stages.summarise.fail=false,true"], tmp_path)
+    proc, sweep = run_cli(["-m", *DEMO, "seed=1,2", "pipeline.stages.summarise.fail=false,true"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    jobs = sorted(p for p in (tmp_path / "multirun").iterdir() if p.is_dir() and p.name.isdigit())
+    assert sweep.relative_to(tmp_path).parts[:3] == ("outputs", "multirun", "default")  # Hydra's default folder
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(jobs) == 4
     statuses = []
     for j in jobs:

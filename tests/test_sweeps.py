@@ -22,9 +22,9 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 
 def test_seed_sweep_makes_one_job_folder_per_value(tmp_path, session_cache):
-    proc, _ = run_cli([*SMOKE, "-m", "seed=1,2"], tmp_path, cache_dir=session_cache)
+    proc, sweep = run_cli([*SMOKE, "-m", "seed=1,2"], tmp_path, cache_dir=session_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = job_dirs(tmp_path / "multirun")
+    jobs = job_dirs(sweep)
     assert [j.name for j in jobs] == ["0", "1"]
     for job, seed in zip(jobs, (1, 2)):
         m = read_metrics(job)
@@ -36,9 +36,8 @@ def test_seed_sweep_makes_one_job_folder_per_value(tmp_path, session_cache):
 def test_joblib_2x2_filter_sweep_report_and_shared_cache(tmp_path):
     # Fresh cache: the 4 jobs (2 at a time) differ only in filters, so together they must send
     # each of the teacher requests exactly once; every other lookup is a cache hit.
-    proc, _ = run_cli([*SMOKE, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    proc, sweep = run_cli([*SMOKE, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                        "filters.min_score=0.5,0.9", "filters.require_gold=false,true"], tmp_path)
-    sweep = tmp_path / "multirun"
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_dirs(sweep)
     assert len(jobs) == 4
@@ -65,25 +64,24 @@ def test_joblib_2x2_filter_sweep_report_and_shared_cache(tmp_path):
 
 def test_sweep_with_one_invalid_value_reports_one_failed_job(tmp_path, session_cache):
     # joblib: the failed job must come back as a result from a worker process, not kill the pool.
-    proc, _ = run_cli([*SMOKE, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    proc, sweep = run_cli([*SMOKE, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                        "filters.min_score=0.3,0.9,1.5"], tmp_path, cache_dir=session_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]  # a multirun goes on past a failed job
-    report = build_report([tmp_path / "multirun"], metrics=["filter.kept"], plot=False)
+    report = build_report([sweep], metrics=["filter.kept"], plot=False)
     by_status = {}
     for r in report.rows:
         by_status.setdefault(r["status"], []).append(r)
     assert len(by_status["ok"]) == 2 and len(by_status["failed"]) == 1
     bad = by_status["failed"][0]
     assert bad["filters.min_score"] == 1.5 and "min_score" in bad["error"]
-    ok_only = build_report([tmp_path / "multirun"], where="status = 'ok'", plot=False)
+    ok_only = build_report([sweep], where="status = 'ok'", plot=False)
     assert len(ok_only.rows) == 2
 
 
 def test_optuna_preset_runs_three_trials(tmp_path, session_cache):
     # No student stage in the smoke job: optimise the distilled set (documented in the preset).
-    proc, _ = run_cli([*SMOKE, "hparams_search=wikisql_filters_optuna", "optimized_metric=distilled.gold_match_rate",
+    proc, sweep = run_cli([*SMOKE, "hparams_search=wikisql_filters_optuna", "optimized_metric=distilled.gold_match_rate",
                        "hydra.sweeper.n_trials=3", "-m"], tmp_path, cache_dir=session_cache)
-    sweep = tmp_path / "multirun"
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["name"] == "optuna"
@@ -94,9 +92,8 @@ def test_optuna_preset_runs_three_trials(tmp_path, session_cache):
 
 
 def test_submitit_local_runs_two_jobs(tmp_path, session_cache):
-    proc, _ = run_cli([*SMOKE, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+    proc, sweep = run_cli([*SMOKE, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
                        "seed=1,2"], tmp_path, cache_dir=session_cache)
-    sweep = tmp_path / "multirun"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [read_metrics(j)["status"] for j in job_dirs(sweep)] == ["ok", "ok"]
     # The submitit code path really ran: its job folders hold the pickled results.
@@ -115,7 +112,7 @@ def test_slurm_preset_composes(tmp_path):
 def test_ray_launcher_preset(tmp_path, session_cache):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher",
                         reason="hydra-ray-launcher not installed (optional extra: pip install -e '.[ray]')")
-    proc, _ = run_cli([*SMOKE, "-m", "hydra/launcher=ray_local", "seed=1,2"], tmp_path, cache_dir=session_cache,
+    proc, sweep = run_cli([*SMOKE, "-m", "hydra/launcher=ray_local", "seed=1,2"], tmp_path, cache_dir=session_cache,
                       env={"RAY_USAGE_STATS_ENABLED": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [read_metrics(j)["status"] for j in job_dirs(tmp_path / "multirun")] == ["ok", "ok"]
+    assert [read_metrics(j)["status"] for j in job_dirs(sweep)] == ["ok", "ok"]

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import read_metrics, run_cli
+from tests.conftest import REPO, read_metrics, run_cli
 
-DEMO = ["hydra.searchpath=[file://tests/conf]", "pipeline=core_demo"]
+# Absolute: the CLI runs from a temporary folder (tests.conftest.run_cli).
+DEMO = [f"hydra.searchpath=[file://{REPO}/tests/conf]", "pipeline=core_demo"]
 
 
 def test_logger_mlflow_logs_params_metrics_artifacts_and_no_secret(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from runner.report.build import build_report, print_table
 
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="run folder, sweep folder, or glob (quote it)")
     ap.add_argument("--metrics", type=_csv_list, help="comma list of metrics.json keys or globs "
-                    "(e.g. 'teacher.*,student_post.gold_match_rate'); default: all but run metadata")
+                    "(e.g. 'teacher.*,student_post.gold_match_rate'); default: the experiment family's short list "
+                    "(runner/report/defaults.py), all metrics for other pipelines; '*' for all")
     ap.add_argument("--where", help="DuckDB filter, e.g. \"status = 'ok'\" or '\"teacher.total\" > 10'")
     ap.add_argument("--sort", help="DuckDB ORDER BY, e.g. '\"summary.mean_x\" DESC'")
     ap.add_argument("--out", help="folder for report.csv/report.md/plots (default: the sweep folder)")
@@ -39,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
                               out_dir=args.out, quality=args.quality, costs=args.cost,
                               plot=not args.no_plots)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")  # paths and SQL may hold [brackets]
         return 2
     print_table(report, console)
     for f in report.files:
-        console.print(f"wrote {f}")
+        console.print(f"wrote {f}", markup=False)
     return 0
 
 

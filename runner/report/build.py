@@ -11,13 +11,12 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from runner.report import plots
+from runner.report import defaults, plots
 from runner.report.load import Runs, default_metrics, find_job_dirs, load_runs
 from runner.summary import format_value
 
-# Metric names where a smaller value is the better one (used for the Pareto plot's direction).
-LOWER_IS_BETTER = ("nrmse", "mse", "loss", "error_rate", "wall_s", "cost", "latency")
 MAX_PARAM_PLOTS = 24  # metric-vs-parameter PNGs per report; more are noise (pick with --metrics)
 
 
@@ -60,10 +59,10 @@ def _sweeper_direction(job: Path) -> str | None:
 
 
 def lower_is_better(metric: str, job: Path | None = None) -> bool:
-    """The sweeper's direction for the optimised metric; else a name heuristic (nrmse, loss, ...)."""
+    """The sweeper's direction for the optimised metric; else by name (runner.report.defaults)."""
     if job is not None and metric == _optimized_metric(job) and _sweeper_direction(job):
         return _sweeper_direction(job) == "minimize"
-    return any(tok in metric.lower() for tok in LOWER_IS_BETTER)
+    return defaults.lower_is_better(metric)
 
 
 def build_report(paths: list[str | Path], *, metrics: list[str] | None = None, where: str | None = None,
@@ -72,7 +71,9 @@ def build_report(paths: list[str | Path], *, metrics: list[str] | None = None, w
     jobs = find_job_dirs(paths)
     runs = load_runs(jobs)
     available = runs.all_columns()
-    chosen = _pick(metrics, available) if metrics else default_metrics(runs)
+    # Default: the experiment family's short list (quality, throughput, time, cost), else all.
+    chosen = _pick(metrics, [c for c in available if c != "job"]) if metrics else \
+        (defaults.family_metrics(runs.metric_columns) or default_metrics(runs))
     ident = [c for c in ("status",) if c in available]
     swept = [k for k in runs.swept if k in available and k not in chosen]
     error = [c for c in ("error",) if c in available and c not in chosen]
@@ -113,10 +114,11 @@ def make_plots(report: Report, quality: str | None, costs: list[str] | None,
     totals = {r["job"]: r["total_wall_s"] for r in runs.query(["total_wall_s"]) if r["job"] in kept}
     files.append(plots.stage_breakdown([s for s in runs.stages if s["job"] in kept],
                                        [r["job"] for r in abs_rows], totals, pdir))
-    # Quality axis: --quality, else the optimised metric, else the first metric asked for with --metrics
-    # (with the default "all metrics" there is no meaningful choice: no Pareto plot).
+    # Quality axis: --quality, else the optimised metric, else the first metric asked for with --metrics,
+    # else the family's quality metric (a pipeline without a family: no Pareto plot).
     quality = quality or _optimized_metric(runs.jobs[0]) or (
-        next((c for c in metric_cols if not c.startswith("run.")), None) if explicit_metrics else None)
+        next((c for c in metric_cols if not c.startswith("run.")), None) if explicit_metrics
+        else defaults.family_quality(runs.metric_columns))
     if len(rows) > 1 and quality and quality in runs.all_columns():
         cost_cols = costs or ["run.wall_s", *[c for c in runs.all_columns() if "cost" in c and c != quality]]
         extra = [c for c in [quality, *cost_cols] if c not in report.columns and c in runs.all_columns()]
@@ -125,8 +127,8 @@ def make_plots(report: Report, quality: str | None, costs: list[str] | None,
             abs_rows = [{**r, **{k: v for k, v in by_job[r["job"]].items() if k != "job"}} for r in abs_rows]
         for c in cost_cols:
             if c in runs.all_columns():
-                files.append(plots.quality_vs_cost(abs_rows, quality, c,
-                                                   not lower_is_better(quality, runs.jobs[0]), pdir))
+                files.append(plots.quality_vs_cost(abs_rows, quality, c, not lower_is_better(quality, runs.jobs[0]),
+                                                   not lower_is_better(c), pdir))
     return [f for f in files if f is not None]
 
 
@@ -172,16 +174,18 @@ def write_markdown(report: Report, pngs: list[Path]) -> Path:
 
 
 def print_table(report: Report, console: Console | None = None) -> None:
+    # Cells and title are Text, never markup: values such as 'pipeline.reuse_from=[/abs/path]' or an
+    # error message would otherwise be parsed as rich tags (and crash on a stray closing tag).
     console = console or Console(soft_wrap=True)
-    t = Table(title=f"{len(report.rows)} job(s) in {report.out_dir}")
+    t = Table(title=Text(f"{len(report.rows)} job(s) in {report.out_dir}"))
     for c in report.columns:
-        t.add_column(c, justify="left" if c in ("job", "status", "error") else "right",
+        t.add_column(Text(c), justify="left" if c in ("job", "status", "error") else "right",
                      overflow="fold", max_width=60 if c == "error" else None)
     colours = {"ok": "green", "gated": "yellow", "failed": "red"}
     for r in report.rows:
         cells = []
         for c in report.columns:
             s = _fmt(r[c])
-            cells.append(f"[{colours[s]}]{s}[/{colours[s]}]" if c == "status" and s in colours else s)
+            cells.append(Text(s, style=colours.get(s, "") if c == "status" else ""))
         t.add_row(*cells)
     console.print(t)

@@ -21,20 +21,39 @@ def _label(job: str) -> str:
     return p.name if p.name.isdigit() else f"{p.parent.name}/{p.name}"
 
 
+MAX_INT_CATEGORIES = 20  # integer sweeps with more values (e.g. an Optuna int range) plot on a number line
+
+
+def categorical_axis(values: list[Any]) -> list[Any] | None:
+    """The ordered categories when x should be categorical, else None (a continuous axis).
+    Strings and bools are categories; so are integers (seed=1,2,3, n_layers=2,4: a line between
+    them or ticks at 1.5 would suggest values that were never run), unless there are very many.
+    Numbers sort as numbers, not as text (10 after 9)."""
+    distinct = list(dict.fromkeys(values))
+    if all(_is_num(v) for v in distinct):
+        if not all(isinstance(v, int) for v in distinct) or len(distinct) > MAX_INT_CATEGORIES:
+            return None
+        return sorted(distinct)
+    return sorted(distinct, key=lambda v: (not _is_num(v), v if _is_num(v) else str(v)))
+
+
 def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Path) -> Path | None:
-    """Scatter of one metric against one swept parameter (categorical x when the values are not numbers).
-    Failed/gated jobs have no metric value and are left out of the points (the table lists them)."""
+    """Scatter of one metric against one swept parameter (categorical x for strings, bools and
+    integers: see categorical_axis). Failed/gated jobs have no metric value and are left out of
+    the points (the table lists them)."""
     pts = [(r[param], r[metric]) for r in rows if _is_num(r.get(metric)) and r.get(param) is not None]
     if not pts:
         return None
     fig, ax = pyplot().subplots(figsize=(5, 3.5))
-    if all(_is_num(x) for x, _ in pts):
+    cats = categorical_axis([x for x, _ in pts])
+    if cats is None:
         pts.sort(key=lambda p: p[0])
         ax.plot([x for x, _ in pts], [y for _, y in pts], "o")
     else:
-        cats = sorted({str(x) for x, _ in pts})
-        ax.plot([cats.index(str(x)) for x, _ in pts], [y for _, y in pts], "o")
-        ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
+        ax.plot([cats.index(x) for x, _ in pts], [y for _, y in pts], "o")
+        ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=30 if len(cats) > 6 else 0,
+                      ha="right" if len(cats) > 6 else "center")
+        ax.set_xlim(-0.5, len(cats) - 0.5)
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {param}", fontsize=9)
@@ -60,15 +79,28 @@ def stage_breakdown(stages: list[dict[str, Any]], job_order: list[str], totals: 
     jobs = [j for j in job_order if any(s["job"] == j for s in stages)]
     fig, ax = pyplot().subplots(figsize=(max(4, 0.6 * len(jobs) + 2), 3.8))
     bottom = [0.0] * len(jobs)
-    for name in names:
+    for name, colour in zip(names, stage_colours(len(names))):
         h = [wall.get((j, name), 0.0) for j in jobs]
-        ax.bar(range(len(jobs)), h, bottom=bottom, label=name)
+        ax.bar(range(len(jobs)), h, bottom=bottom, label=name, color=colour)
         bottom = [b + x for b, x in zip(bottom, h)]
     ax.set_xticks(range(len(jobs)), [_label(j) for j in jobs], rotation=30 if len(jobs) > 6 else 0)
     ax.set_ylabel("wall seconds")
     ax.set_title("stage-time breakdown", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, out / "stage_times.png")
+
+
+def stage_colours(n: int) -> list[Any]:
+    """n distinct colours, the last (`other`) grey: matplotlib's default cycle repeats after 10,
+    and the Text2SQL pipeline has 15 stages (two stages in one colour read as one). tab20's dark
+    shades first, then its light ones, without its greys (they would look like `other`)."""
+    tab20 = pyplot().get_cmap("tab20")
+    palette = [tab20(i) for i in [*range(0, 20, 2), *range(1, 20, 2)] if i not in (14, 15)]
+    stages = n - 1
+    if stages > len(palette):
+        turbo = pyplot().get_cmap("turbo")
+        palette = [turbo(i / max(1, stages - 1)) for i in range(stages)]
+    return [*palette[:stages], (0.6, 0.6, 0.6, 1.0)][:n]
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
@@ -87,18 +119,22 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
 
 def quality_vs_cost(rows: list[dict[str, Any]], quality: str, cost: str, higher_is_better: bool,
-                    out: Path) -> Path | None:
+                    cost_higher_is_better: bool, out: Path) -> Path | None:
+    """Scatter with the Pareto front; both directions are per metric (e.g. nrmse: lower is better;
+    a throughput on the x axis: higher is better, so it is negated for the front)."""
     keep = [r for r in rows if _is_num(r.get(quality)) and _is_num(r.get(cost))]
     if not keep:
         return None
     pts = [(float(r[cost]), float(r[quality])) for r in keep]
-    front = pareto_front(pts, higher_is_better)
+    sign = -1.0 if cost_higher_is_better else 1.0
+    front = pareto_front([(sign * c, q) for c, q in pts], higher_is_better)
+    front.sort(key=lambda i: pts[i][0])
     fig, ax = pyplot().subplots(figsize=(5, 3.8))
     ax.plot([c for c, _ in pts], [q for _, q in pts], "o", color="tab:gray", label="job")
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "o-", color="tab:red", label="Pareto front")
     for r, (c, q) in zip(keep, pts):
         ax.annotate(_label(r["job"]), (c, q), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(f"{cost} (lower is better)")
+    ax.set_xlabel(f"{cost} ({'higher' if cost_higher_is_better else 'lower'} is better)")
     ax.set_ylabel(f"{quality} ({'higher' if higher_is_better else 'lower'} is better)")
     ax.set_title("quality vs cost", fontsize=9)
     ax.legend(fontsize=7)

@@ -22,6 +22,9 @@ from runner.stage import ConfigError
 
 SOURCES = ("tabfact", "official")
 ENV_VAR = "RUNNER_DATA_DIR"
+# The data ships beside the clone (<repo>/../shared/data). Resolved from this file, not the cwd, so
+# `python -m runner` finds it from any folder, with or without the Makefile (which exports the same).
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 QUESTION_SCHEMA = {
     "question_id": pl.String, "table_id": pl.String, "question": pl.String, "sel": pl.Int64,
@@ -46,7 +49,8 @@ _HOW_TO_GET = (
 
 
 def find_data_root(configured: str | None) -> Path:
-    """The folder holding `wikisql/`: the configured value, else $RUNNER_DATA_DIR.
+    """The folder holding `wikisql/`: the configured value, else $RUNNER_DATA_DIR, else
+    <repo>/../shared/data when that exists.
 
     A path that names the `wikisql/` folder itself is accepted too (its parent is returned).
     A configured value that does not hold the data is an error, never silently replaced.
@@ -55,9 +59,11 @@ def find_data_root(configured: str | None) -> Path:
         candidates = [("dataset.data_dir", configured)]
     elif os.environ.get(ENV_VAR):
         candidates = [(f"${ENV_VAR}", os.environ[ENV_VAR])]
+    elif SHARED_DATA.is_dir():
+        candidates = [("the default beside the repo", str(SHARED_DATA))]
     else:
         raise ConfigError(f"No WikiSQL data folder configured: dataset.data_dir is empty and "
-                          f"${ENV_VAR} is not set. {_HOW_TO_GET}")
+                          f"${ENV_VAR} is not set (and there is no {SHARED_DATA}). {_HOW_TO_GET}")
     tried = []
     for origin, raw in candidates:
         root = Path(os.path.expandvars(os.path.expanduser(str(raw)))).resolve()

@@ -44,9 +44,9 @@ def test_v1v2_sweep_runs_both_jobs_end_to_end(tmp_path):
             "pipeline.stages.cd_eval.teacher_steps=3", "pipeline.stages.cd_eval.teacher_lowstep_steps=2",
             "pipeline.stages.cd_eval.ensemble_k=2", "pipeline.stages.cd_eval.timing_repeats=1",
             "pipeline.stages.cd_eval.min_timing_s=0.0"]
-    proc, _ = run_cli(["-m", "+experiment=burgers_cd_seed_v1v2", *tiny], tmp_path)
+    proc, sweep = run_cli(["-m", "+experiment=burgers_cd_seed_v1v2", *tiny], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in (tmp_path / "multirun").iterdir() if p.name.isdigit())
+    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
     metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
     assert [m["status"] for m in metrics] == ["ok", "ok"]
     v1, v2 = metrics

@@ -4,8 +4,9 @@ import polars as pl
 import pytest
 
 from runner.stage import ConfigError
+import runner.text2sql.data as data_mod
 from runner.text2sql.data import find_data_root, load_questions, load_tables
-from tests.conftest import data_dir, requires_data
+from tests.conftest import REPO, data_dir, requires_data
 
 OFFICIAL_Q = [
     {"phase": 1, "table_id": "1-10015132-11", "question": "What position does the player who played for butler cc (ks) play?",
@@ -85,8 +86,19 @@ def test_find_data_root_errors_name_paths_and_fixes(tmp_path, monkeypatch):
         find_data_root(None)
     assert str(tmp_path / "env" / "wikisql") in str(e.value)
     monkeypatch.delenv("RUNNER_DATA_DIR")
+    monkeypatch.setattr(data_mod, "SHARED_DATA", tmp_path / "no-shared")
     with pytest.raises(ConfigError, match="RUNNER_DATA_DIR is not set"):
         find_data_root(None)
+
+
+def test_find_data_root_defaults_to_shared_data_beside_the_repo(tmp_path, monkeypatch):
+    # Without the env var (no Makefile), <repo>/../shared/data is found whatever the cwd.
+    assert data_mod.SHARED_DATA == REPO.parent / "shared" / "data"  # from the package, not the cwd
+    (tmp_path / "shared" / "wikisql").mkdir(parents=True)
+    monkeypatch.delenv("RUNNER_DATA_DIR", raising=False)
+    monkeypatch.setattr(data_mod, "SHARED_DATA", tmp_path / "shared")
+    monkeypatch.chdir(tmp_path)
+    assert find_data_root(None) == tmp_path / "shared"
 
 
 def test_malformed_question_line_names_the_line(tmp_path):

@@ -1,0 +1,204 @@
+"""The README is executable: every `python -m runner ...` and `make ...` line of its code blocks runs
+as written, in a temporary copy of the working tree, with Hydra's default output folders.
+
+Only size overrides are appended (SIZES, by experiment), never `hydra.*.dir`: the point is to run
+the command a user types (a sweep on the default sweep folder once failed for every user while
+tests that set hydra.sweep.dir passed). Placeholders for earlier runs (RUN_DIR, the dated example
+folders) are replaced by a real run made earlier in this module. Commands that need a real key, a
+server, a GPU or an optional extra are listed in SKIP with the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, output_folders, requires_data
+
+pytestmark = requires_data
+
+_TEXT2SQL = ["dataset.n_train=40", "dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20",
+             "student.size=tiny", "pipeline.stages.student_pre.max_new_tokens=8",
+             "pipeline.stages.student_post.max_new_tokens=8"]
+_TRAIN = ["trainer.torch.max_steps=2"]  # not valid with trainer=none (no trainer.torch there)
+_CD = ["dataset.n_train=48", "dataset.n_test=16", "pipeline.net.width=32", "pipeline.net.depth=2",
+       "pipeline.stages.operator.steps=20", "pipeline.stages.diffusion_teacher.steps=20",
+       "consistency_distill.epochs=1", "pipeline.stages.cd_eval.curve_steps=[1,2]",
+       "pipeline.stages.cd_eval.teacher_steps=3", "pipeline.stages.cd_eval.teacher_lowstep_steps=2",
+       "pipeline.stages.cd_eval.ensemble_k=2", "pipeline.stages.cd_eval.timing_repeats=1",
+       "pipeline.stages.cd_eval.min_timing_s=0.0"]
+# Smoke sizes appended to a command, by experiment.
+SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
+         "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD}
+SWEEPER_SIZES = ["hydra.sweeper.n_trials=2"]
+
+# Substring of a command -> why it is not run here.
+SKIP = {
+    "make test": "recursion: `make test` runs this very suite",
+    "provider=openrouter": "needs OPENROUTER_API_KEY and network",
+    "provider=openai": "needs OPENAI_API_KEY and network",
+    "provider=litellm": "needs a real provider key (ANTHROPIC_API_KEY) and network",
+    "provider=ollama": "needs a running Ollama server with the model pulled",
+    "provider=vllm": "needs a vLLM server (a GPU)",
+    "hydra/launcher=ray": "needs the optional ray extra",
+    "hydra/launcher=slurm": "needs a SLURM cluster",
+    "logger=mlflow": "needs the optional mlflow extra",
+}
+
+# Example folders in the README -> (experiment, sweep?) of a real earlier run that replaces them.
+# The sweep folder comes first: it contains the single-run example as a substring.
+PLACEHOLDERS = {
+    "outputs/multirun/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", True),
+    "outputs/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", False),
+    "RUN_DIR": ("burgers_cd", False),
+}
+DATE_GLOB = "outputs/multirun/*/2026-11-22/*"  # a glob over one day's sweeps: today's here
+
+
+def readme_commands(text: str) -> list[str]:
+    """Command lines of the fenced code blocks: continuations joined, trailing comments dropped."""
+    out = []
+    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = shlex.join(shlex.split(line, comments=True))  # the shell's view: quotes kept, # dropped
+            if re.match(r"(python -m runner|make)\b", line):
+                out.append(line)
+    return out
+
+
+COMMANDS = readme_commands((REPO / "README.md").read_text())
+
+
+def _experiment(cmd: str) -> str:
+    m = re.search(r"\+experiment=(\w+)", cmd) or re.search(r"EXPERIMENT=(\w+)", cmd)
+    return m.group(1) if m else "wikisql_1k"  # the Makefile's default
+
+
+def _sizes(cmd: str) -> list[str]:
+    sizes = list(SIZES.get(_experiment(cmd), []))
+    if _experiment(cmd).startswith("wikisql") and "trainer=none" not in cmd:
+        sizes += _TRAIN
+    if "hparams_search=" in cmd:
+        sizes += SWEEPER_SIZES
+    return sizes
+
+
+def _copy_tree(dest: Path) -> None:
+    """Tracked and untracked-but-not-ignored files, like a clone with the working tree's edits.
+    .venv holds links to the real venv's entries and its own fresh set-up stamp, so `make run`'s
+    set-up is the no-op it is after `make` set up .venv, and never installs into the shared one."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    venv = dest / ".venv"
+    venv.mkdir()
+    for entry in (REPO / ".venv").iterdir():
+        if entry.name != ".installed":
+            (venv / entry.name).symlink_to(entry)
+    (venv / ".installed").touch()  # newer than the copied pyproject.toml
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("readme") / "clone"
+    d.mkdir()
+    _copy_tree(d)
+    return d
+
+
+def _run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RUNNER_CACHE_DIR": str(cwd.parent / "cache")}
+    env.pop("PYTHONPATH", None)  # `python -m runner` must import the copy's package, as in a clone
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _argv(cmd: str) -> list[str]:
+    argv = shlex.split(cmd)
+    if argv[0] == "python":  # what `. .venv/bin/activate && python` is
+        argv[0] = sys.executable
+    return argv
+
+
+def _earlier(workdir: Path, experiment: str, sweep: bool) -> Path:
+    """The newest run (or sweep) folder of the experiment made by an earlier case; made now when
+    this case runs alone (-k)."""
+    found = [p for p in output_folders(workdir, sweep, 0.0) if p.relative_to(workdir).parts[1 + sweep] == experiment]
+    if not found:
+        base = ["-m"] if sweep else []
+        base_cmd = f"python -m runner {' '.join(base)} +experiment={experiment}"
+        proc = _run([*_argv(base_cmd), *_sizes(base_cmd)], workdir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        found = [p for p in output_folders(workdir, sweep, 0.0)
+                 if p.relative_to(workdir).parts[1 + sweep] == experiment]
+    return found[-1].relative_to(workdir)
+
+
+def _substitute(cmd: str, workdir: Path) -> str:
+    for placeholder, (experiment, sweep) in PLACEHOLDERS.items():
+        if placeholder in cmd:
+            cmd = cmd.replace(placeholder, str(_earlier(workdir, experiment, sweep)))
+    if DATE_GLOB in cmd:
+        day = _earlier(workdir, "wikisql_1k", True).parts[3]
+        cmd = cmd.replace(DATE_GLOB, DATE_GLOB.replace("2026-11-22", day))
+    return cmd
+
+
+def _check_outputs(cmd: str, workdir: Path, since: float) -> None:
+    """A new run/sweep folder of the command's experiment under the default outputs/, every job ok."""
+    sweep = bool({"-m", "--multirun"} & set(shlex.split(cmd)[3:]))  # after `python -m runner`
+    folders = output_folders(workdir, sweep, since)
+    assert folders, f"no new {'sweep' if sweep else 'run'} folder under {workdir / 'outputs'}"
+    folder = folders[-1]
+    assert folder.relative_to(workdir).parts[1 + sweep] == _experiment(cmd)
+    jobs = sorted(p.parent for p in folder.glob("*/metrics.json")) if sweep else [folder]
+    assert jobs, f"no job folders in {folder}"
+    for job in jobs:
+        m = json.loads((job / "metrics.json").read_text())
+        assert m["status"] == "ok", (job, m.get("error"))
+
+
+def _case_id(cmd: str) -> str:
+    return re.sub(r"[^\w=.,+-]+", "_", cmd.replace("python -m ", ""))[:90]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=[_case_id(c) for c in COMMANDS])
+def test_readme_command(cmd: str, workdir: Path):
+    reason = next((why for key, why in SKIP.items() if key in cmd), None)
+    if reason:
+        pytest.skip(reason)
+    cmd = _substitute(cmd, workdir)
+    since = time.time() - 0.05
+    if cmd.startswith("make "):
+        argv = [*shlex.split(cmd), f"ARGS={' '.join(_sizes(cmd))}"]
+    else:
+        argv = [*_argv(cmd), *(_sizes(cmd) if not cmd.startswith("python -m runner.report") else [])]
+    proc = _run(argv, workdir)
+    assert proc.returncode == 0, f"{shlex.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    if cmd.startswith("python -m runner.report"):
+        target = workdir / shlex.split(cmd)[3] if "*" not in cmd else None
+        assert "job(s)" in proc.stdout
+        assert target is None or (target / "report.md").exists()
+    else:
+        _check_outputs(cmd, workdir, since)
+
+
+def test_readme_commands_are_found_and_flags_come_first():
+    """The extraction sees the blocks; no command puts a flag after an override (Hydra rejects it)."""
+    assert any("make run" in c for c in COMMANDS) and any(" -m " in c for c in COMMANDS)
+    for cmd in COMMANDS:
+        if cmd.startswith("python -m runner "):
+            args = shlex.split(cmd)[3:]
+            first_override = next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))
+            assert not any(a.startswith("-") for a in args[first_override:]), cmd
