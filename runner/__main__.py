@@ -15,7 +15,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import runner.resolvers  # noqa: E402,F401  (registers ${exp_name:...})
-from runner.app import execute, optimized_value  # noqa: E402
+from runner.app import EXIT_INTERRUPTED, execute, optimized_value  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -25,10 +25,15 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     experiment = hc.runtime.choices.get("experiment") or "default"
     result = execute(cfg, Path(hc.runtime.output_dir), experiment=experiment)
-    if hc.mode != RunMode.MULTIRUN and result.exit_code != 0:
+    # An interrupt stops a sweep too (the user asked to stop); failed/gated jobs let it go on.
+    if result.exit_code == EXIT_INTERRUPTED or (hc.mode != RunMode.MULTIRUN and result.exit_code != 0):
         sys.exit(result.exit_code)
     return optimized_value(cfg, result)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # outside a run (composing the config, between sweep jobs): no traceback
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,6 +1,7 @@
 """Pipeline: instantiate the enabled stages in order, validate the whole chain, run them."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +41,9 @@ def build(pipeline_cfg: DictConfig) -> list[PlannedStage]:
         except Exception as e:  # Hydra wraps constructor errors; surface the cause
             cause = e.__cause__ or e
             if isinstance(cause, ConfigError):
-                raise cause from None
-            raise ConfigError(f"pipeline.stages.{name}: cannot instantiate {scfg['_target_']}: {cause}") from e
+                raise _in_stage(cause, name) from None
+            raise _in_stage(ConfigError(f"pipeline.stages.{name}: cannot instantiate {scfg['_target_']}: {cause}"),
+                            name) from e
         if not isinstance(obj, Stage):
             raise ConfigError(f"pipeline.stages.{name}: {scfg['_target_']} is not a runner.stage.Stage")
         obj.name = name
@@ -56,17 +58,34 @@ def validate(planned: list[PlannedStage], ctx: RunContext) -> None:
     enabled stage or already exists on disk (this run or `pipeline.reuse_from`)."""
     produced: dict[str, str] = {}
     for p in planned:
-        p.stage.validate(ctx)
+        try:
+            p.stage.validate(ctx)
+        except ConfigError as e:
+            raise _in_stage(e, p.name, p.stage) from None
         for art in p.stage.reads:
             if art not in produced and not ctx.store.exists(art):
-                raise ConfigError(
+                raise _in_stage(ConfigError(
                     f"stage {p.name!r} reads artifact {art!r}, which no earlier enabled stage writes "
                     f"and which is not on disk (looked in {ctx.store.root}"
                     + "".join(f", {d}" for d in ctx.store.fallback_dirs)
                     + "). Fix: enable the stage that writes it, or point pipeline.reuse_from at a run "
-                    "folder that has it.")
+                    "folder that has it."), p.name)
         for art in p.stage.writes:
             produced[art] = p.name
+
+
+def _in_stage(e: ConfigError, name: str, stage: Stage | None = None) -> ConfigError:
+    """Tag the error with the stage being validated (metrics.json `failed_stage`) and name the key
+    as the user types it: a stage's own setting `NAME.key` is `pipeline.stages.NAME.key` on the
+    command line. Group settings (`trainer.*`, `gate.*`, `consistency_distill.*`, also when a stage
+    has the group's name) are not attributes of the stage and keep their names."""
+    msg = str(e)
+    own = re.match(rf"{re.escape(name)}\.(\w+)", msg)
+    if own and stage is not None and own.group(1) in vars(stage):
+        msg = f"pipeline.stages.{msg}"
+    out = ConfigError(msg)
+    out.stage = name  # type: ignore[attr-defined]
+    return out
 
 
 def run(planned: list[PlannedStage], ctx: RunContext) -> None:

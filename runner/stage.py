@@ -16,6 +16,11 @@ class ConfigError(ValueError):
     """A configuration problem found before any work is done. The message names the fix."""
 
 
+class StageFailed(RuntimeError):
+    """An expected failure (e.g. the teacher's provider is unreachable) whose message names the
+    cause and the fix: status `failed`, exit 1, logged without a traceback."""
+
+
 class GateFailed(RuntimeError):
     """Raised by a stage when a quality gate stops the run (status `gated`, exit code 3)."""
 

@@ -142,7 +142,8 @@ def _job(folder: Path, metrics: dict, overrides: list[str], stages: dict[str, fl
 TEXT2SQL = {"load.pool": 5000, "teacher.total": 40, "teacher.tokens_in": 9000, "teacher.gold_match_rate": 0.5,
             "teacher.exec_pass_rate": 0.9, "teacher.empty_rate": 0.02, "distilled.gold_match_rate": 0.6,
             "distilled.exec_pass_rate": 1.0, "distilled.keep_rate": 0.8, "student_post.gold_match_rate": 0.1,
-            "student_post.exec_pass_rate": 0.7, "run.wall_s": 10.0, "teacher.cost_usd": None}
+            "student_post.exec_pass_rate": 0.7, "run.wall_s": 10.0, "teacher.cost_usd": None,
+            "teacher.simulated": True, "compare.constant_baseline_exec_pass_rate": 0.6}
 
 
 def test_default_metrics_are_the_family_short_list(tmp_path):
@@ -150,9 +151,12 @@ def test_default_metrics_are_the_family_short_list(tmp_path):
         _job(tmp_path / str(i), {**TEXT2SQL, "seed": seed, "run.wall_s": 10.0 + i}, [f"seed={seed}"])
     report = build_report([tmp_path], plot=False)
     metrics = [c for c in report.columns if c not in ("job", "status", "seed")]
-    assert metrics == ["teacher.gold_match_rate", "teacher.exec_pass_rate", "distilled.gold_match_rate",
-                       "distilled.exec_pass_rate", "distilled.keep_rate", "student_post.gold_match_rate",
-                       "student_post.exec_pass_rate", "run.wall_s", "teacher.cost_usd"]
+    # the simulated flag first, the constant baseline beside the student's figures
+    assert metrics == ["teacher.simulated", "teacher.gold_match_rate", "teacher.exec_pass_rate",
+                       "distilled.gold_match_rate", "distilled.exec_pass_rate", "distilled.keep_rate",
+                       "student_post.gold_match_rate", "student_post.exec_pass_rate",
+                       "compare.constant_baseline_exec_pass_rate", "run.wall_s", "teacher.cost_usd"]
+    assert all(row["teacher.simulated"] is True for row in report.rows)
     assert "load.pool" in build_report([tmp_path], metrics=["*"], plot=False).columns  # all, on request
     cd = tmp_path / "cd"
     for i in range(2):

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from runner.engine.cache import ResponseCache, request_key
 from runner.engine.progress import GenerationProgress
 from runner.engine.ratelimit import RateLimiter
+from runner.engine.records import responses_frame, run_stats  # noqa: F401  (responses_frame re-exported)
 from runner.engine.types import Completion, GenerationResult, ProviderError, Request, Response
 
 
@@ -57,7 +56,7 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
         responses, jobs = _answer_hits(requests, keys, hits, provider.max_tokens)
         if jobs:
             provider.setup()
-        bar = GenerationProgress(len(requests), desc, progress)
+        bar = GenerationProgress(len(requests), desc, progress, log)
         bar.advance(len(requests) - sum(len(j.rows) for j in jobs))
         dispatcher = _Dispatcher(provider, cache, requests, responses, bar, log)
         try:
@@ -69,9 +68,10 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
         if cache is not None:
             cache.close()
     n_hits = sum(k in hits for k in keys) + dispatcher.late_hits
-    sent = [j for j in jobs if not j.late_hit]
-    stats = _stats(responses, n_hits, sent, dispatcher.attempts, time.monotonic() - start)
-    log.info("%s: %d requests, %d cache hits, %d sent (%d attempts), %d errors, %.1fs",
+    sent = [j for j in jobs if not j.late_hit and j.attempts > 0]  # a tripped breaker leaves some unsent
+    stats = run_stats(responses, n_hits, sent, dispatcher.attempts, time.monotonic() - start)
+    # asked (rows given) vs sent (distinct requests that reached the provider = teacher.requests)
+    log.info("%s: asked %d, %d cache hits, sent %d (%d attempts), %d errors, %.1f s",
              desc, stats["total"], stats["cache_hits"], stats["requests"], stats["attempts"],
              stats["errors"], stats["wall_s"])
     return GenerationResult(responses=responses, stats=stats)  # type: ignore[arg-type]
@@ -117,6 +117,11 @@ class _Dispatcher:
         self.claim_ttl_s = float(provider.timeout_s) * (int(provider.max_retries) + 1) + 60.0
         self.bug_logged = False
         self.rng = random.Random()  # backoff jitter only; never affects answers
+        # Breaker: when the first attempts all fail on transport (refused, DNS, 401, 404 model),
+        # every other request would too; stop instead of retrying each one for minutes.
+        self.successes, self.transport_streak = 0, 0
+        self.tripped: ProviderError | None = None
+        self.waiting: dict[int, tuple[asyncio.TimerHandle, _Job]] = {}  # retries in backoff
 
     async def run(self, jobs: list[_Job]) -> None:
         if not jobs:
@@ -127,6 +132,7 @@ class _Dispatcher:
         self.remaining = len(jobs)
         self.finished = asyncio.Event()
         n_workers = min(int(self.provider.concurrency), len(jobs))
+        self.trip_after = min(len(jobs), max(8, 2 * n_workers))
         workers = [asyncio.create_task(self.worker()) for _ in range(n_workers)]
         all_done = asyncio.create_task(self.finished.wait())
         try:
@@ -149,6 +155,10 @@ class _Dispatcher:
             await self.attempt(batch)
 
     async def attempt(self, batch: list[_Job]) -> None:
+        if self.tripped is not None:
+            for job in batch:
+                self.give_up(job, self.tripped)
+            return
         if self.cache is not None:
             batch = self.claim(batch)
             if not batch:
@@ -166,6 +176,8 @@ class _Dispatcher:
                 self.failed(job, err)
             return
         latency = time.monotonic() - t0
+        self.successes += 1
+        self.transport_streak = 0
         used = [(c.tokens_in or 0) + (c.tokens_out or 0) for c in completions]
         self.limiter.settle(est, sum(used) if all(c.tokens_out is not None for c in completions) else None)
         for job, completion in zip(batch, completions):
@@ -230,16 +242,41 @@ class _Dispatcher:
         self.job_done()
 
     def failed(self, job: _Job, err: ProviderError) -> None:
-        if err.retryable and job.attempts <= self.provider.max_retries:
+        if err.kind in ProviderError.TRANSPORT and self.successes == 0:
+            self.transport_streak += 1
+            if self.tripped is None and self.transport_streak >= self.trip_after:
+                self.trip(err)
+        else:
+            self.transport_streak = 0
+        if self.tripped is None and err.retryable and job.attempts <= self.provider.max_retries:
             delay = err.retry_after if err.retry_after is not None else self.backoff(job.attempts)
-            asyncio.get_running_loop().call_later(delay, self.queue.put_nowait, job)
+            handle = asyncio.get_running_loop().call_later(delay, self.retry_now, job)
+            self.waiting[id(job)] = (handle, job)
             return
+        self.give_up(job, err)
+
+    def retry_now(self, job: _Job) -> None:
+        self.waiting.pop(id(job), None)
+        self.queue.put_nowait(job)
+
+    def trip(self, err: ProviderError) -> None:
+        self.tripped = ProviderError(err.kind, f"not sent: the first {self.transport_streak} attempts all failed "
+                                     f"({err.kind}), so the remaining requests were stopped. Last error: {err}")
+        self.log.warning("%s: the first %d attempts all failed with %s errors and none succeeded; not sending "
+                         "the rest. Last error: %s", self.provider.describe(), self.transport_streak, err.kind, err)
+        for handle, job in list(self.waiting.values()):  # retries waiting in backoff end now
+            handle.cancel()
+            self.give_up(job, self.tripped)
+        self.waiting.clear()
+
+    def give_up(self, job: _Job, err: ProviderError) -> None:
+        """Final: record the error on the job's rows (errors are not cached)."""
         for n, i in enumerate(job.rows):
             self.responses[i] = Response(id=self.requests[i].id, text=None, tokens_in=None, tokens_out=None,
                                          cost_usd=None, latency_s=None, attempts=job.attempts if n == 0 else 0,
                                          cache_hit=False, error=str(err)[:500], error_kind=err.kind)
         self.bar.advance(len(job.rows), error=True)
-        if self.cache is not None:
+        if self.cache is not None and job.attempts > 0:  # attempts 0: never claimed
             self.cache.release(job.key)  # errors are not cached: let another process try again
         self.job_done()
 
@@ -262,44 +299,3 @@ def _response(req: Request, c: Completion, latency: float | None, attempts: int,
 def _estimate_tokens(req: Request, max_tokens: int) -> int:
     """Before sending: ~4 characters per prompt token plus the completion budget."""
     return sum(len(m.get("content") or "") for m in req.messages) // 4 + int(max_tokens)
-
-
-def _sum_or_none(values: list[Any]) -> Any:
-    return None if any(v is None for v in values) else sum(values)
-
-
-def _stats(responses: list[Response | None], cache_hits: int, jobs: list[_Job], attempts: int,
-           wall_s: float) -> dict[str, Any]:
-    first_rows = {j.rows[0] for j in jobs}
-    fresh = [r for i, r in enumerate(responses) if i in first_rows and r is not None and r.error is None]
-    latencies = sorted(r.latency_s for r in fresh if r.latency_s is not None)
-    return {
-        "total": len(responses),
-        "cache_hits": cache_hits,
-        "deduplicated": sum(len(j.rows) - 1 for j in jobs),
-        "requests": len(jobs),
-        "attempts": attempts,
-        "errors": sum(1 for r in responses if r is not None and r.error is not None),
-        "tokens_in": _sum_or_none([r.tokens_in for r in fresh]),
-        "tokens_out": _sum_or_none([r.tokens_out for r in fresh]),
-        "cost_usd": _sum_or_none([r.cost_usd for r in fresh]),
-        "wall_s": wall_s,
-        "latency_p50_s": _quantile(latencies, 0.5),
-        "latency_p95_s": _quantile(latencies, 0.95),
-    }
-
-
-def _quantile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-_FRAME_SCHEMA = {"id": pl.String, "text": pl.String, "latency_s": pl.Float64, "tokens_in": pl.Int64,
-                 "tokens_out": pl.Int64, "cost_usd": pl.Float64, "attempts": pl.Int64,
-                 "cache_hit": pl.Boolean, "error": pl.String, "error_kind": pl.String}
-
-
-def responses_frame(responses: list[Response]) -> pl.DataFrame:
-    """Per-request records as a DataFrame (the columns of a generation artifact)."""
-    return pl.DataFrame({k: [getattr(r, k) for r in responses] for k in _FRAME_SCHEMA}, schema=_FRAME_SCHEMA)

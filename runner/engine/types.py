@@ -43,13 +43,17 @@ class Response:
     attempts: int
     cache_hit: bool
     error: str | None = None
-    error_kind: str | None = None  # rate_limit | server | timeout | connection | malformed | auth | bad_request | other
+    # rate_limit | server | timeout | connection | malformed | auth | not_found | bad_request | other
+    error_kind: str | None = None
 
 
 class ProviderError(Exception):
     """A failed attempt. `kind` decides whether the engine retries; `retry_after` is honoured."""
 
     RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
+    # The provider cannot be reached or refuses us (connection/DNS/TLS, 401/403, 404 model):
+    # no answer will come whatever the prompt, so the teacher stops on these before judging quality.
+    TRANSPORT = frozenset({"connection", "auth", "not_found"})
 
     def __init__(self, kind: str, message: str, retry_after: float | None = None):
         super().__init__(message)

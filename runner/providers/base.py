@@ -100,3 +100,7 @@ class Provider:
 
     def describe(self) -> str:
         return f"{self.kind}:{self.model}"
+
+    def endpoint(self) -> str:
+        """Where requests go, for error messages (never a secret)."""
+        return f"{self.kind} model {self.model}"

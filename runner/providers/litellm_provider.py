@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import socket
 from typing import Any
 
 from runner.engine.types import Completion, ProviderError, Request
@@ -75,6 +76,11 @@ class LiteLLMProvider(Provider):
     def cache_identity(self) -> dict[str, Any]:
         return {**super().cache_identity(), "api_base": self.api_base}
 
+    def endpoint(self) -> str:
+        where = self.api_base or f"litellm's default endpoint for {self.model.split('/')[0]!r}"
+        key = f", key from ${self.api_key_env}" if self.api_key_env else ""  # the variable's name, never the key
+        return f"model {self.model} at {where}{key}"
+
     def call_kwargs(self) -> dict[str, Any]:
         # drop_params: a sampling param the provider does not take is dropped, not an error.
         kwargs = {**self.generation_params(), "timeout": self.timeout_s, "num_retries": 0, "max_retries": 0,
@@ -121,7 +127,9 @@ def response_cost(litellm, resp) -> float | None:
 
 def to_provider_error(litellm, e: Exception) -> ProviderError:
     """Map a litellm/openai/httpx exception onto the engine's retry kinds."""
-    msg = f"{type(e).__name__}: {e}"[:500]
+    root = _root_cause(e)
+    cause = f" (cause: {type(root).__name__}: {root})" if root is not e else ""
+    msg = (f"{type(e).__name__}: {e}"[:400] + cause)[:600]
     if _caused_by(e, json.JSONDecodeError):  # litellm reports an unparseable 200 body as a 500
         return ProviderError("malformed", msg)
     status = getattr(e, "status_code", None)
@@ -131,18 +139,44 @@ def to_provider_error(litellm, e: Exception) -> ProviderError:
         return ProviderError("timeout", msg)
     if isinstance(e, litellm.AuthenticationError) or status in (401, 403):
         return ProviderError("auth", msg)
-    if isinstance(e, litellm.APIConnectionError):
+    # litellm reports a refused connection, DNS or TLS failure as a 500 "Connection error.": the cause
+    # chain tells. A connect timeout stays "timeout" (checked above; the openai one subclasses this).
+    if isinstance(e, litellm.APIConnectionError) or _is_connection_failure(e):
         return ProviderError("connection", msg)
     if isinstance(status, int) and status >= 500:
         return ProviderError("server", msg, retry_after=retry_after(e))
-    if isinstance(e, (litellm.BadRequestError, litellm.NotFoundError)) or status in (400, 404, 422):
+    if isinstance(e, litellm.NotFoundError) or status == 404:  # unknown model or wrong api_base path
+        return ProviderError("not_found", msg)
+    if isinstance(e, litellm.BadRequestError) or status in (400, 422):
         return ProviderError("bad_request", msg)
     if isinstance(e, litellm.APIError):
         return ProviderError("server", msg)
     return ProviderError("other", msg)
 
 
-def _caused_by(e: BaseException, cls: type) -> bool:
+def _is_connection_failure(e: BaseException) -> bool:
+    import ssl
+
+    import httpx
+    import openai
+
+    if _caused_by(e, (openai.APITimeoutError, httpx.TimeoutException, TimeoutError)):
+        return False
+    return _caused_by(e, (openai.APIConnectionError, httpx.ConnectError, ConnectionError, ssl.SSLError,
+                          socket.gaierror))
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The OS-level error under the wrappers (ConnectionRefusedError, gaierror, SSLError), else e."""
+    found, seen = e, 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError):
+            found = e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return found
+
+
+def _caused_by(e: BaseException, cls: type | tuple[type, ...]) -> bool:
     seen = 0
     while e is not None and seen < 10:  # bounded: exception chains can be cyclic
         if isinstance(e, cls):

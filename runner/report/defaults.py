@@ -22,9 +22,11 @@ class Family:
 FAMILIES = {
     "text2sql": Family(
         marker="teacher.total",
-        metrics=("teacher.gold_match_rate", "teacher.exec_pass_rate",
+        # teacher.simulated first: a simulated teacher's rates are a calibration, not a measurement
+        metrics=("teacher.simulated", "teacher.gold_match_rate", "teacher.exec_pass_rate",
                  "distilled.gold_match_rate", "distilled.exec_pass_rate", "distilled.keep_rate",
                  "student_post.gold_match_rate", "student_post.exec_pass_rate",
+                 "compare.constant_baseline_exec_pass_rate", "compare.student_top_prediction_share",
                  "run.wall_s", "teacher.cost_usd"),
         quality=("student_post.gold_match_rate", "distilled.gold_match_rate", "teacher.gold_match_rate")),
     "consistency_distill": Family(

@@ -12,6 +12,7 @@ Results are the same tokens either way.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,6 +67,13 @@ def _append_layer_class():
             raise NotImplementedError("AppendLayer caches are used for greedy decoding only")
 
     return AppendLayer
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_arg(model_cls: type) -> str:
+    """The KV-cache keyword of forward(): `cache` in transformers >= 5.x (where `past_key_values`
+    is deprecated with a FutureWarning and will be removed), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
 def new_cache(model: Any, reserve: int):
@@ -126,8 +134,8 @@ def prefill(model: Any, prompts: list[list[int]], pad_id: int, min_shared: int =
             ids, seg_mask, pos = (t.to(device) for t in _left_pad(step.segments, pad_id))
             pos = pos + torch.tensor(step.starts, device=device)[:, None]
             mask = seg_mask if mask is None else torch.cat([mask, seg_mask], dim=1)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                           use_cache=True, logits_to_keep=1).logits
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                           **{_cache_arg(type(model)): cache}).logits
     return Prefilled(cache, logits, mask, pos[:, -1], started)
 
 
@@ -167,7 +175,7 @@ def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             last_pos = last_pos + 1
             logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                           past_key_values=cache, use_cache=True).logits
+                           use_cache=True, **{_cache_arg(type(model)): cache}).logits
     return [(out_tokens[i], finished_s[i]) for i in range(n)]
 
 

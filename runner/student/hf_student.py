@@ -23,13 +23,16 @@ class HFStudent:
 
     def validate(self, where: str) -> None:
         if not self.model:
-            raise ConfigError(f"{where}: student.model is empty; give a local folder or a hub id such as "
+            raise ConfigError("student.model is empty; give a local folder or a hub id such as "
                               "Qwen/Qwen2.5-0.5B-Instruct")
         p = Path(os.path.expanduser(self.model))
         looks_local = self.model.startswith((".", "/", "~")) or p.exists()
         if looks_local and not (p / "config.json").exists():
-            raise ConfigError(f"{where}: student.model={self.model!r} is not a Hugging Face model folder "
+            raise ConfigError(f"student.model={self.model!r} is not a Hugging Face model folder "
                               f"(no {p / 'config.json'}); give a folder saved with save_pretrained or a hub id")
+        if not looks_local:
+            hub_reachable(self.model, self.revision)
+
 
     def build(self, train_rows: list[dict], out_dir: Path, seed: int) -> dict[str, Any]:
         """Link a local folder (no copy of the weights); download/load a hub id and save it."""
@@ -49,3 +52,33 @@ class HFStudent:
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         return {"params": sum(p.numel() for p in model.parameters()), "source": self.model, "linked": False}
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(model: str, revision: str | None, timeout_s: float = 5.0) -> None:
+    """A hub id must be in the local HF cache or downloadable NOW, at validation: otherwise the
+    run would fail at student_init, after the teacher's requests were paid for."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):
+        return  # cached (weights are fetched with it; transformers loads it offline)
+    fix = (f"Fix: student.model=/path/to/a/local/folder (saved with save_pretrained), or fetch it once with "
+           f"network: `huggingface-cli download {model}`")
+    if _offline():
+        raise ConfigError(f"student.model={model!r} is a hub id that is not in the local Hugging Face cache, "
+                          f"and HF_HUB_OFFLINE is set, so it cannot be downloaded. {fix} (without HF_HUB_OFFLINE).")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        HfApi().model_info(model, revision=revision, timeout=timeout_s)
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        raise ConfigError(f"student.model={model!r} was not found on the Hugging Face hub "
+                          f"({type(e).__name__}; a private model needs HF_TOKEN). {fix}") from None
+    except Exception as e:  # noqa: BLE001 - DNS, refused, timeout, proxy: the hub is unreachable
+        raise ConfigError(f"student.model={model!r} is a hub id that is not in the local Hugging Face cache, "
+                          f"and the hub is unreachable ({type(e).__name__}: {str(e)[:160]}). {fix}") from None

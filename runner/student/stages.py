@@ -68,14 +68,15 @@ class Train(Stage):
         self.writes = ("student_model/", "train_log", *adapter)
 
     def validate(self, ctx) -> None:
+        key = getattr(self.trainer, "config_key", "trainer")
         if getattr(self.student, "from_scratch", False) and self.trainer.method != "full":
             raise ConfigError(
-                f"{self.name}: trainer.method={self.trainer.method} on student=scratch trains a low-rank update "
-                "of random weights, which cannot learn the task; use trainer.method=full for a scratch "
+                f"{key}.method={self.trainer.method} on student=scratch trains a low-rank update "
+                f"of random weights, which cannot learn the task; use {key}.method=full for a scratch "
                 "student (LoRA/DoRA are for pretrained students, e.g. student=hf)")
         if getattr(self.student, "from_scratch", False) and getattr(self.trainer, "num_layers", -1) != -1:
-            raise ConfigError(f"{self.name}: trainer.num_layers={self.trainer.num_layers} leaves the embeddings and "
-                              "lower layers of a scratch student at their random init; use trainer.num_layers=-1")
+            raise ConfigError(f"{key}.num_layers={self.trainer.num_layers} leaves the embeddings and "
+                              f"lower layers of a scratch student at their random init; use {key}.num_layers=-1")
         self.trainer.validate(self.name)
 
     def run(self, ctx) -> None:

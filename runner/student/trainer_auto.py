@@ -12,6 +12,6 @@ def on_apple_silicon() -> bool:
 
 def auto_trainer(torch: Any, mlx: Any, enabled: bool = True) -> Any:
     """Return the configured mlx trainer on Apple silicon with mlx-lm installed, else the torch one."""
-    if on_apple_silicon() and importlib.util.find_spec("mlx_lm") is not None:
-        return mlx
-    return torch
+    chosen, name = (mlx, "mlx") if on_apple_silicon() and importlib.util.find_spec("mlx_lm") is not None else (torch, "torch")
+    chosen.config_key = f"trainer.{name}"  # error messages name trainer.torch.X, as the user types it
+    return chosen

@@ -37,6 +37,8 @@ def _latest_mlx_checkpoint(dirs: list[Path]) -> tuple[int, Path] | None:
 
 class MlxTrainer:
     backend = "mlx"
+    # How the user names this trainer's keys: trainer.X, or trainer.torch.X under trainer=auto.
+    config_key = "trainer"
 
     def __init__(self, method: str = "lora", iters: int = 600, batch_size: int = 4, learning_rate: float = 1e-5,
                  num_layers: int = 16, max_seq_length: int = 2048, steps_per_eval: int = 200,
@@ -52,15 +54,15 @@ class MlxTrainer:
         self.lora = dict(lora or {"rank": 8, "scale": 20.0, "dropout": 0.0})
         self.optimizer, self.resume, self.seed, self.enabled = optimizer, resume, seed, enabled
 
-    def validate(self, where: str) -> None:
-        check_choice(where, "trainer.method", self.method, ["full", "lora", "dora"])
-        check_choice(where, "trainer.optimizer", self.optimizer, ["adam", "adamw", "sgd", "adafactor"])
-        check_range(where, "trainer.learning_rate", self.learning_rate, 0, lo_open=True)
+    def validate(self, where: str) -> None:  # noqa: ARG002 - the failing stage is reported by the pipeline
+        check_choice(self.config_key, "method", self.method, ["full", "lora", "dora"])
+        check_choice(self.config_key, "optimizer", self.optimizer, ["adam", "adamw", "sgd", "adafactor"])
+        check_range(self.config_key, "learning_rate", self.learning_rate, 0, lo_open=True)
         for key in ("iters", "batch_size", "max_seq_length", "steps_per_eval", "steps_per_report", "save_every",
                     "grad_accumulation_steps"):
-            check_range(where, f"trainer.{key}", getattr(self, key), 1)
+            check_range(self.config_key, key, getattr(self, key), 1)
         if self.num_layers != -1:
-            check_range(where, "trainer.num_layers", self.num_layers, 1)
+            check_range(self.config_key, "num_layers", self.num_layers, 1)
 
     def fit(self, train_rows: list[dict], valid_rows: list[dict], base_dir: Path, paths: TrainPaths,
             seed: int) -> TrainResult:

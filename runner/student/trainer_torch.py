@@ -23,6 +23,8 @@ from runner.student.train_result import TrainPaths, TrainResult
 
 class TorchTrainer:
     backend = "torch"
+    # How the user names this trainer's keys: trainer.X, or trainer.torch.X under trainer=auto.
+    config_key = "trainer"
 
     def __init__(self, method: str = "full", lora: dict[str, Any] | None = None, learning_rate: float = 1e-3,
                  lr_schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0,
@@ -44,27 +46,27 @@ class TorchTrainer:
         self.device, self.bf16_autocast, self.num_threads = device, bf16_autocast, num_threads
         self.seed, self.progress, self.enabled = seed, progress, enabled
 
-    def validate(self, where: str) -> None:
-        check_choice(where, "trainer.method", self.method, ["full", "lora"])
-        check_choice(where, "trainer.lr_schedule", self.lr_schedule,
+    def validate(self, where: str) -> None:  # noqa: ARG002 - the failing stage is reported by the pipeline
+        check_choice(self.config_key, "method", self.method, ["full", "lora"])
+        check_choice(self.config_key, "lr_schedule", self.lr_schedule,
                      ["constant", "constant_with_warmup", "linear", "cosine"])
-        check_range(where, "trainer.learning_rate", self.learning_rate, 0, lo_open=True)
+        check_range(self.config_key, "learning_rate", self.learning_rate, 0, lo_open=True)
         for key in ("batch_size", "grad_accum", "max_seq_length"):
-            check_range(where, f"trainer.{key}", getattr(self, key), 1)
+            check_range(self.config_key, key, getattr(self, key), 1)
         if self.max_steps is None:
-            check_range(where, "trainer.epochs", self.epochs, 0, lo_open=True)
+            check_range(self.config_key, "epochs", self.epochs, 0, lo_open=True)
         else:
-            check_range(where, "trainer.max_steps", self.max_steps, 1)
+            check_range(self.config_key, "max_steps", self.max_steps, 1)
         for key in ("eval_every", "checkpoint_every", "early_stopping_patience", "num_threads"):
             value = getattr(self, {"early_stopping_patience": "patience"}.get(key, key))
-            check_range(where, f"trainer.{key}", value, 1)
+            check_range(self.config_key, key, value, 1)
         if self.patience is not None and not self.eval_every:
-            raise ConfigError(f"{where}: trainer.early_stopping_patience needs trainer.eval_every "
+            raise ConfigError(f"{self.config_key}.early_stopping_patience needs {self.config_key}.eval_every "
                               "(early stopping counts validations without improvement)")
         if self.method == "lora":
             for key in ("rank", "alpha", "dropout", "target_modules"):
                 if key not in self.lora:
-                    raise ConfigError(f"{where}: trainer.lora.{key} is missing (needed for method=lora)")
+                    raise ConfigError(f"{self.config_key}.lora.{key} is missing (needed for method=lora)")
 
     # ---------------------------------------------------------------- model
     def _load_model(self, base_dir: Path, seed: int, dist: Dist):

@@ -109,6 +109,7 @@ class JudgeStage(Stage):
 
     def validate(self, ctx):
         self.judge.validate()
+        ctx.extras["judge_kind"] = self.judge.kind  # read by the filter stage's validation
 
     def run(self, ctx):
         df, stats = judge_frame(ctx.store.read("teacher_exec"), self.judge, ctx)

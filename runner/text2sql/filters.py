@@ -26,6 +26,7 @@ import polars as pl
 
 from runner.engine.types import Request
 from runner.stage import ConfigError, Stage, check_range
+from runner.text2sql.gate import no_judge_score
 from runner.text2sql.quality import counts
 
 _TEXT_FIELDS = ("clean_sql", "generation", "question")
@@ -163,6 +164,9 @@ class FilterStage(Stage):
 
     def validate(self, ctx):
         self.filters.validate()
+        # The judge stage records its kind when validated (it comes first); none -> no score to filter on.
+        if ctx.extras.get("judge_kind") == "none" and self.filters.min_score > 0:
+            raise ConfigError(no_judge_score("filters.min_score", self.filters.min_score, "gate.min_judge_mean"))
 
     def run(self, ctx):
         df = ctx.store.read("teacher_judged")

@@ -36,6 +36,7 @@ class WikiSqlDataset:
         self.exec_timeout_floor_s, self.exec_timeout_max_s = exec_timeout_floor_s, exec_timeout_max_s
         self.exec_timeout_multiple = exec_timeout_multiple
         self.table_alias = table_alias or None
+        self.skipped_overlap = 0  # train questions skipped because an eval question has the same text
 
     def validate(self) -> None:
         check_choice("dataset", "source", self.source, SOURCES)
@@ -63,10 +64,13 @@ class WikiSqlDataset:
         return min(self.exec_timeout_max_s, max(self.exec_timeout_floor_s, self.exec_timeout_multiple * gold_max_s))
 
     def sample(self, questions: pl.DataFrame) -> pl.DataFrame:
-        """Seeded draw of n_eval + n_train rows; eval and train never share a table.
+        """Seeded draw of n_eval + n_train rows; eval and train never share a table, nor a question.
 
         Tables are shuffled and given to eval until it holds n_eval questions; train draws from
-        the remaining tables. Adds `split`."""
+        the remaining tables, skipping any question whose normalised text (nkey) is also an eval
+        question: two tables with the same columns (WikiSQL has many) and the same question give
+        one identical prompt (always with rows_k=0), which would leak an eval row into training.
+        Adds `split`; the skipped count is `self.skipped_overlap`."""
         rng = random.Random(self.seed)
         counts = dict(questions.group_by("table_id").len().iter_rows())
         tables = sorted(counts)
@@ -78,13 +82,27 @@ class WikiSqlDataset:
             eval_tables.add(tid)
             n += counts[tid]
         is_eval = pl.col("table_id").is_in(sorted(eval_tables))
-        eval_rows = questions.filter(is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed)
+        eval_rows = questions.filter(is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed).head(self.n_eval)
         train_rows = questions.filter(~is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed + 1)
+        train_rows = self._without_eval_questions(train_rows, eval_rows)
         if eval_rows.height < self.n_eval or train_rows.height < self.n_train:
             raise ConfigError(f"dataset asks for n_train={self.n_train} + n_eval={self.n_eval} rows but the "
                               f"source has {questions.height}; lower dataset.n_train / dataset.n_eval")
-        return pl.concat([train_rows.head(self.n_train).with_columns(split=pl.lit("train")),
-                          eval_rows.head(self.n_eval).with_columns(split=pl.lit("eval"))])
+        return pl.concat([train_rows.with_columns(split=pl.lit("train")),
+                          eval_rows.with_columns(split=pl.lit("eval"))])
+
+    def _without_eval_questions(self, train: pl.DataFrame, eval_rows: pl.DataFrame) -> pl.DataFrame:
+        """The first n_train train rows (in shuffled order) whose question is not an eval question."""
+        held_out = {nkey(q) for q in eval_rows["question"].to_list()}
+        keep, self.skipped_overlap = [], 0
+        for i, q in enumerate(train["question"].to_list()):
+            if len(keep) == self.n_train:
+                break
+            if nkey(q) in held_out:
+                self.skipped_overlap += 1
+            else:
+                keep.append(i)
+        return train[keep]
 
 
 def tables_frame(tables: dict[str, Table]) -> pl.DataFrame:
@@ -147,6 +165,7 @@ class LoadStage(Stage):
         ctx.metrics.update("load", {
             "pool": pool.height, "train": int((sampled["split"] == "train").sum()),
             "eval": int((sampled["split"] == "eval").sum()), "tables": len(tables),
+            "skipped_overlap": ds.skipped_overlap,
             "source": ds.source})
         ctx.log.info("load: %d questions (%d tables) from %s, database %s", sampled.height, len(tables),
                      root, db_path)

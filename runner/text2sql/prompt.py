@@ -89,7 +89,7 @@ class PromptStage(Stage):
         self.template = PromptTemplate(**(template or {}))
 
     def validate(self, ctx):
-        self.template.validate(self.name)
+        self.template.validate(f"{self.name}.template")
 
     def run(self, ctx):
         samples = ctx.store.read("samples")

@@ -18,7 +18,8 @@ from typing import Any
 import polars as pl
 
 from runner.engine import Request, generate, responses_frame
-from runner.stage import ConfigError, Stage
+from runner.engine.failures import check_errors
+from runner.stage import ConfigError, Stage, check_range
 from runner.text2sql import gate as gating
 from runner.text2sql.evaluate import clean_frame, execute_frame, judge_frame, open_executor
 from runner.text2sql.prompt import chat_messages
@@ -57,13 +58,16 @@ class TeacherStage(Stage):
     reads = ("prompts", "database.json")
     writes = ("teacher_raw",)
 
-    def __init__(self, provider, gate: gating.Gate, judge, answer_eval: bool = True, progress: bool = True):
+    def __init__(self, provider, gate: gating.Gate, judge, answer_eval: bool = True, progress: bool = True,
+                 max_error_rate: float = 0.2):
         self.provider, self.gate, self.judge = provider, gate, judge
         self.answer_eval, self.progress = answer_eval, progress
+        self.max_error_rate = max_error_rate
 
     def validate(self, ctx):
         if not isinstance(self.answer_eval, bool):
             raise ConfigError(f"{self.name}.answer_eval must be true or false, got {self.answer_eval!r}")
+        check_range(self.name, "max_error_rate", self.max_error_rate, 0, 1)
         self.provider.validate()
         self.gate.validate(judge_kind=self.judge.kind)
         self.judge.validate()
@@ -83,6 +87,7 @@ class TeacherStage(Stage):
         ctx.store.write("teacher_pilot", scored)
         ctx.metrics.log("teacher.pilot_requests", stats["requests"])
         self._log_stats(ctx, merge_stats([stats], answered))  # recorded even if the gate stops the run
+        self._check_errors(answered, "pilot")  # an unreachable provider is not a quality verdict
         gating.enforce(ctx, self.gate, self.gate.check(scored, phase="pilot", planned_total=train.height))
         return answered, stats
 
@@ -94,6 +99,11 @@ class TeacherStage(Stage):
                   "cost_usd", "latency_p50_s", "latency_p95_s"):
             ctx.metrics.log(f"teacher.{k}", stats.get(k))
         ctx.metrics.log("teacher.generation_wall_s", stats.get("wall_s"))
+
+    def _check_errors(self, df: pl.DataFrame, phase: str) -> None:
+        # Checked with any gate (also gate=off): a run whose rows mostly errored is never ok.
+        check_errors(df, provider=self.provider, max_error_rate=self.max_error_rate, phase=phase,
+                     key=f"pipeline.stages.{self.name}.max_error_rate")
 
     def run(self, ctx):
         prompts = ctx.store.read("prompts")
@@ -116,6 +126,8 @@ class TeacherStage(Stage):
         merged = merge_stats(stats, df)
         self._log_stats(ctx, merged)
         ctx.metrics.log("teacher.total_all_splits", df.height)
-        ctx.store.write("teacher_raw", df)
+        ctx.store.write("teacher_raw", df)  # kept for inspection even when the error check fails
+        ctx.metrics.log("teacher.error_rate", df["error"].is_not_null().mean() if df.height else None)
+        self._check_errors(df, "teacher")
         ctx.timer.add_items(df.height)
         ctx.timer.add_latencies(df.filter(~pl.col("cache_hit"))["latency_s"].drop_nulls().to_list())

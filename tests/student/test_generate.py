@@ -154,9 +154,10 @@ def test_append_cache_matches_the_concatenating_cache(tiny_model):
     import torch
     from transformers import DynamicCache
 
-    from runner.student.greedy import new_cache
+    from runner.student.greedy import _cache_arg, new_cache
 
     model, tok = tiny_model
+    kv = _cache_arg(type(model))  # `cache` (transformers 5) or `past_key_values` (4.x)
     prompts = encode_chats(tok, conversations(4))
     width = max(map(len, prompts))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
@@ -165,7 +166,7 @@ def test_append_cache_matches_the_concatenating_cache(tiny_model):
     outs = []
     for cache in (DynamicCache(config=model.config), new_cache(model, reserve=2)):  # reserve 2: regrows
         with torch.inference_mode():
-            steps = [model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache).logits[:, -1]]
+            steps = [model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kv: cache}).logits[:, -1]]
             m, p, nxt = mask, pos[:, -1], steps[0].argmax(-1)
             for step in range(5):
                 if step == 2:  # rows 1 and 3 leave
@@ -174,7 +175,7 @@ def test_append_cache_matches_the_concatenating_cache(tiny_model):
                     m, p, nxt = m[keep], p[keep], nxt[keep]
                 m, p = torch.cat([m, m.new_ones((m.shape[0], 1))], 1), p + 1
                 steps.append(model(input_ids=nxt[:, None], attention_mask=m, position_ids=p[:, None],
-                                   past_key_values=cache).logits[:, -1])
+                                   **{kv: cache}).logits[:, -1])
                 nxt = steps[-1].argmax(-1)
         outs.append(steps)
     for a, b in zip(*outs):
