@@ -83,7 +83,9 @@ def test_sigint_during_training_writes_interrupted_metrics_and_rerun_uses_the_ca
 
     wait_for(training, 120, "the train stage")
     time.sleep(1.0)
-    interrupt(proc)
+    out, err = interrupt(proc)
+    # student_init and the trainer loaded/saved models: transformers' bars and warnings stay off the console
+    assert "Loading weights" not in out + err and "Warning" not in out + err
     m = metrics(newest_run(tmp_path / "cwd"))
     assert m["status"] == "interrupted" and m["failed_stage"] == "train"
     assert m["teacher.requests"] == 50  # the teacher side finished before the interrupt
@@ -102,3 +104,15 @@ def test_sigterm_is_an_interrupt_too(tmp_path):
     interrupt(proc, signal.SIGTERM)
     m = metrics(newest_run(tmp_path / "cwd"))
     assert m["status"] == "interrupted" and "SIGTERM" in m["error"] and m["failed_stage"] == "train"
+
+
+@requires_data
+def test_an_interrupt_stops_a_sweep(tmp_path):
+    proc = start(["-m", "+experiment=wikisql_smoke", "student.size=tiny", "trainer=torch", "trainer.max_steps=100000",
+                  "pipeline.skip=[student_pre,student_post,compare]", "seed=1,2"], tmp_path)
+    logs = lambda: list((tmp_path / "cwd" / "outputs" / "multirun").glob("**/run.log"))  # noqa: E731
+    wait_for(lambda: any("stage train: start" in p.read_text() for p in logs()), 120, "job 0 training")
+    interrupt(proc)
+    jobs = sorted(p.parent for p in (tmp_path / "cwd" / "outputs" / "multirun").glob("**/metrics.json"))
+    assert len(jobs) == 1 and metrics(jobs[0])["status"] == "interrupted"  # job 1 never started
+    assert len(logs()) == 1
