@@ -55,8 +55,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def request_key(identity: dict[str, Any], messages: list[dict[str, str]]) -> str:
-    canonical = json.dumps({"identity": identity, "messages": messages}, sort_keys=True,
+def request_key(identity: dict[str, Any], messages: list[dict[str, str]], sample: int = 0) -> str:
+    body: dict[str, Any] = {"identity": identity, "messages": messages}
+    if sample:  # sample 0 hashes exactly as before best-of-n existed: old caches stay valid
+        body["sample"] = int(sample)
+    canonical = json.dumps(body, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -49,7 +49,7 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
     provider.validate()  # cheap; a missing key or bad knob fails here, before any request
     start = time.monotonic()
     identity = provider.cache_identity()
-    keys = [request_key(identity, r.messages) for r in requests]
+    keys = [request_key(identity, r.messages, r.sample) for r in requests]
     cache = ResponseCache(cache_dir) if provider.cache else None
     try:
         hits = cache.get_many(keys) if cache is not None else {}

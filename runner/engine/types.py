@@ -18,6 +18,9 @@ class Request:
     # Never sent to a real provider and never part of the cache key. The simulated teacher
     # reads the item's gold answer from here (it is labelled simulated everywhere).
     meta: dict[str, Any] = field(default_factory=dict)
+    # Best-of-n: the k-th sample of the same prompt. Part of the cache key when > 0 (sample 0 keeps
+    # the key it always had), so raising provider.n later only pays for the new samples.
+    sample: int = 0
 
 
 @dataclass

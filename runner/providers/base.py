@@ -11,7 +11,7 @@ import contextlib
 from typing import Any
 
 from runner.engine.types import Completion, ProviderError, Request  # noqa: F401  (re-exported)
-from runner.stage import ConfigError, check_range
+from runner.stage import ConfigError, check_choice, check_range
 
 
 class Provider:
@@ -29,13 +29,16 @@ class Provider:
     kind: str = "base"
     # In-process batched backends (local_hf) set batched=True and implement complete_batch().
     batched: bool = False
+    # provider.mode values this backend supports (batch: the provider's batch API, runner.providers.batch)
+    modes: tuple[str, ...] = ("online",)
 
     def __init__(self, model: str, *, concurrency: int = 16, rpm: float | None = None,
                  tpm: float | None = None, max_retries: int = 4, timeout_s: float = 60.0,
                  cache: bool = True, temperature: float = 0.0, max_tokens: int = 256,
                  stop: list[str] | None = None, seed: int | None = None, top_p: float | None = None,
                  params: dict[str, Any] | None = None, backoff_base_s: float = 0.5,
-                 backoff_max_s: float = 30.0, batch_size: int = 1):
+                 backoff_max_s: float = 30.0, batch_size: int = 1, n: int = 1, mode: str = "online",
+                 batch_poll_s: float = 30.0):
         self.model = model
         self.concurrency = concurrency
         self.rpm = rpm
@@ -52,6 +55,8 @@ class Provider:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.batch_size = batch_size
+        # best-of-n samples per question (runner.text2sql.vote) and online | batch (runner.providers.batch)
+        self.n, self.mode, self.batch_poll_s = n, mode, batch_poll_s
 
     # --- configuration -------------------------------------------------------------------
     def session(self) -> contextlib.AbstractContextManager:
@@ -73,6 +78,10 @@ class Provider:
         check_range("provider", "backoff_base_s", self.backoff_base_s, 0)
         check_range("provider", "backoff_max_s", self.backoff_max_s, 0)
         check_range("provider", "batch_size", self.batch_size, 1)
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
+            raise ConfigError(f"provider.n={self.n!r} must be an integer >= 1 (samples per question)")
+        check_choice("provider", "mode", self.mode, self.modes)
+        check_range("provider", "batch_poll_s", self.batch_poll_s, 0, lo_open=True)
         if not isinstance(self.cache, bool):
             raise ConfigError(f"provider.cache must be true or false, got {self.cache!r}")
 

@@ -36,6 +36,7 @@ def load_litellm():
 
 class LiteLLMProvider(Provider):
     kind = "litellm"
+    modes = ("online", "batch")  # batch: OpenAI-compatible files + batches endpoints (runner.providers.batch)
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
                  **base: Any):
@@ -52,6 +53,10 @@ class LiteLLMProvider(Provider):
                               f"e.g. http://localhost:8000/v1")
         # Fails here, before any request, naming the variable to set.
         self._api_key = read_secret(self.api_key_env, what=f"provider {self.model}")
+        if self.mode == "batch":
+            from runner.providers.batch import check_batch
+
+            check_batch(self)
 
     def setup(self) -> None:
         # Seconds of imports, kept out of the first requests' timeouts and off the event loop.
@@ -99,7 +104,8 @@ class LiteLLMProvider(Provider):
     async def acomplete(self, request: Request) -> Completion:
         litellm = load_litellm()
         try:
-            resp = await litellm.acompletion(model=self.model, messages=request.messages, **self.call_kwargs())
+            resp = await litellm.acompletion(model=self.model, messages=request.messages,
+                                             **sample_params(self.call_kwargs(), request.sample))
         except Exception as e:  # noqa: BLE001 - mapped to the engine's error kinds
             raise to_provider_error(litellm, e) from e
         try:
@@ -111,6 +117,14 @@ class LiteLLMProvider(Provider):
         usage = getattr(resp, "usage", None)
         return Completion(text=text, tokens_in=getattr(usage, "prompt_tokens", None),
                           tokens_out=getattr(usage, "completion_tokens", None), cost_usd=response_cost(litellm, resp))
+
+
+def sample_params(kwargs: dict[str, Any], sample: int) -> dict[str, Any]:
+    """Best-of-n: sample k > 0 is sent with seed = provider.seed (or 0) + k, so each sample is its
+    own reproducible draw and an OpenAI-compatible server can tell the samples apart."""
+    if sample:
+        kwargs = {**kwargs, "seed": int(kwargs.get("seed") or 0) + int(sample)}
+    return kwargs
 
 
 def response_cost(litellm, resp) -> float | None:

@@ -38,6 +38,10 @@ _RATES = ("think_rate", "prose_rate", "fence_rate", "wrong_column_rate", "wrong_
 _PROSE = ("Here is the SQL query that answers the question:\n\n{sql}\n\nThis selects the requested value.",
           "To answer this, we query the table.\n{sql}",
           "The query is: {sql}")
+SIMULATED_SAMPLES_NOTE = (
+    "best-of-n on the SIMULATED teacher: its {n} samples per question are independent draws from the "
+    "error model (seeded by sample index); a real model's samples are correlated, so vote gains here "
+    "are an upper bound, not a measurement")
 _THINK = ("<think>\nThe question asks for one column, filtered by the conditions. "
           "Let me find the matching columns in the table.\n</think>\n")
 
@@ -109,7 +113,8 @@ class SimulatedProvider(Provider):
         return self.sample_latency(rng), rng.random()
 
     async def acomplete(self, request: Request) -> Completion:
-        key = self.content_key(request)
+        # Best-of-n: sample k > 0 is an independent draw from the same error model (seeded by k).
+        key = self.content_key(request) + (f"#{request.sample}" if request.sample else "")
         attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
         latency, fault = self.attempt_draws(key, attempt)
         if latency > 0:
@@ -150,6 +155,8 @@ class SimulatedProvider(Provider):
         return "simulated teacher: an offline stand-in, no provider is paid (null, not 0)"
 
     def notices(self) -> list[str]:
+        if self.n > 1:
+            return [SIMULATED_NOTE, SIMULATED_SAMPLES_NOTE.format(n=self.n)]
         return [SIMULATED_NOTE]
 
     # --- answers ---------------------------------------------------------------------------

@@ -26,10 +26,13 @@ _RATE_CHECKS = (("min_exec_pass_rate", "exec_pass_rate"), ("min_gold_match_rate"
 class Gate:
     def __init__(self, enforce: bool = True, pilot_size: int = 50, min_total: int = 50,
                  min_exec_pass_rate: float = 0.5, min_gold_match_rate: float = 0.1,
-                 min_judge_mean: float = 0.4):
+                 min_judge_mean: float = 0.4, max_cost_usd: float | None = None,
+                 max_wall_s: float | None = None, min_expected_kept: int | None = None):
         self.enforce, self.pilot_size, self.min_total = enforce, pilot_size, min_total
         self.min_exec_pass_rate, self.min_gold_match_rate = min_exec_pass_rate, min_gold_match_rate
         self.min_judge_mean = min_judge_mean
+        # Budget limits on the pilot's forecast (runner.text2sql.forecast); None = no limit.
+        self.max_cost_usd, self.max_wall_s, self.min_expected_kept = max_cost_usd, max_wall_s, min_expected_kept
 
     def validate(self, judge_kind: str | None = None) -> None:
         if not isinstance(self.enforce, bool):
@@ -40,6 +43,14 @@ class Gate:
                 raise ConfigError(f"gate.{key}={v!r} must be an integer >= 0 (0 disables it)")
         for key, _ in _RATE_CHECKS:
             check_range("gate", key, getattr(self, key), 0, 1)
+        check_range("gate", "max_cost_usd", self.max_cost_usd, 0)
+        check_range("gate", "max_wall_s", self.max_wall_s, 0, lo_open=True)
+        check_range("gate", "min_expected_kept", self.min_expected_kept, 0)
+        if (self.max_cost_usd is not None or self.max_wall_s is not None
+                or self.min_expected_kept is not None) and not self.pilot_size:
+            raise ConfigError("gate.max_cost_usd / max_wall_s / min_expected_kept are checked on the pilot's "
+                              "forecast, but gate.pilot_size=0 runs no pilot. Fix: set gate.pilot_size > 0 "
+                              "or null the budget limits.")
         if judge_kind == "none" and self.min_judge_mean > 0:
             raise ConfigError(no_judge_score("gate.min_judge_mean", self.min_judge_mean, "filters.min_score"))
 

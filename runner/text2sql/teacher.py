@@ -20,7 +20,10 @@ import polars as pl
 from runner.engine import Request, generate, responses_frame
 from runner.engine.failures import check_errors
 from runner.stage import ConfigError, Stage, check_range
+from runner.providers.batch import generate_any
+from runner.text2sql import forecast as forecasting
 from runner.text2sql import gate as gating
+from runner.text2sql import vote
 from runner.text2sql.evaluate import clean_frame, execute_frame, judge_frame, open_executor
 from runner.text2sql.prompt import chat_messages
 
@@ -59,8 +62,9 @@ class TeacherStage(Stage):
     writes = ("teacher_raw",)
 
     def __init__(self, provider, gate: gating.Gate, judge, answer_eval: bool = True, progress: bool = True,
-                 max_error_rate: float = 0.2):
+                 max_error_rate: float = 0.2, filters=None):
         self.provider, self.gate, self.judge = provider, gate, judge
+        self.filters = filters  # only read by the pilot forecast (expected kept rows)
         self.answer_eval, self.progress = answer_eval, progress
         self.max_error_rate = max_error_rate
 
@@ -73,12 +77,15 @@ class TeacherStage(Stage):
         self.judge.validate()
 
     def _generate(self, ctx, prompts: pl.DataFrame, desc: str) -> tuple[pl.DataFrame, dict]:
-        requests = [build_request(r) for r in prompts.to_dicts()]
-        result = generate(self.provider, requests, cache_dir=ctx.cache_dir, desc=desc,
-                          progress=self.progress, log=ctx.log)
-        return answers_frame(prompts, result.responses), result.stats
+        n = getattr(self.provider, "n", 1)  # best-of-n: n samples per row, voted (runner.text2sql.vote)
+        requests = vote.expand([build_request(r) for r in prompts.to_dicts()], n)
+        result = generate_any(self.provider, requests, cache_dir=ctx.cache_dir, desc=desc,
+                              progress=self.progress, log=ctx.log, metrics=ctx.metrics)
+        frame = (answers_frame(prompts, result.responses) if n == 1 else
+                 vote.voted_frame(ctx, prompts, result.responses, n, self.judge))
+        return frame, result.stats
 
-    def _pilot(self, ctx, train: pl.DataFrame) -> pl.DataFrame:
+    def _pilot(self, ctx, train: pl.DataFrame, prompts: pl.DataFrame | None = None) -> pl.DataFrame:
         pilot = train.sample(n=min(self.gate.pilot_size, train.height), seed=ctx.stage_seed("pilot"))
         answered, stats = self._generate(ctx, pilot, "teacher pilot")
         with open_executor(ctx) as ex:
@@ -88,7 +95,11 @@ class TeacherStage(Stage):
         ctx.metrics.log("teacher.pilot_requests", stats["requests"])
         self._log_stats(ctx, merge_stats([stats], answered))  # recorded even if the gate stops the run
         self._check_errors(answered, "pilot")  # an unreachable provider is not a quality verdict
+        # forecast.json on every run with a pilot, also one the quality gate then stops
+        self._forecast = forecasting.pilot_forecast(ctx, self, train if prompts is None else prompts,
+                                                    answered, scored, stats)
         gating.enforce(ctx, self.gate, self.gate.check(scored, phase="pilot", planned_total=train.height))
+        forecasting.enforce_budget(ctx, self.gate, self._forecast)  # before any non-pilot request
         return answered, stats
 
     def _log_stats(self, ctx, stats: dict[str, Any]) -> None:
@@ -112,19 +123,22 @@ class TeacherStage(Stage):
         train = prompts.filter(pl.col("split") == "train")
         parts, stats = [], []
         done: set[str] = set()
+        self._forecast = None
         if self.gate.pilot_size > 0:
-            pilot_df, pilot_stats = self._pilot(ctx, train)
+            pilot_df, pilot_stats = self._pilot(ctx, train, prompts)
             parts.append(pilot_df)
             stats.append(pilot_stats)
             done = set(pilot_df["sample_id"].to_list())
         rest = prompts.filter(~pl.col("sample_id").is_in(sorted(done)))
         rest_df, rest_stats = self._generate(ctx, rest, "teacher")
+        forecasting.report_actual(ctx, self._forecast, rest_stats)
         parts.append(rest_df)
         stats.append(rest_stats)
         order = prompts.select("sample_id").with_row_index("_order")
         df = pl.concat(parts).join(order, on="sample_id").sort("_order").drop("_order")
         merged = merge_stats(stats, df)
         self._log_stats(ctx, merged)
+        vote.log_metrics(ctx, df)
         ctx.metrics.log("teacher.total_all_splits", df.height)
         ctx.store.write("teacher_raw", df)  # kept for inspection even when the error check fails
         ctx.metrics.log("teacher.error_rate", df["error"].is_not_null().mean() if df.height else None)

@@ -13,6 +13,7 @@ prints `PORT <n>` and serves until killed; each request sleeps the `sleep=<secon
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import sys
@@ -46,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv: LoopbackServer = self.server.owner  # type: ignore[attr-defined]
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         prompt = (body.get("messages") or [{}])[-1].get("content", "")
-        action = srv.arrive(prompt)
+        action = srv.arrive(prompt, body)
         try:
             if action.delay_s > 0:
                 time.sleep(action.delay_s)
@@ -94,6 +95,7 @@ class LoopbackServer:
 
     def __init__(self, plan: Callable[[str, int], Action] = always_ok, port: int = 0):
         self.plan = plan
+        self.plan_takes_body = len(inspect.signature(plan).parameters) >= 3
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.arrivals: list[float] = []
@@ -115,13 +117,16 @@ class LoopbackServer:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def arrive(self, prompt: str) -> Action:
+    def arrive(self, prompt: str, body: dict | None = None) -> Action:
+        """A plan taking three arguments also gets the request body (e.g. best-of-n's `seed`)."""
         with self.lock:
             self.counts[prompt] = self.counts.get(prompt, 0) + 1
             self.arrivals.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             attempt = self.counts[prompt]
+        if self.plan_takes_body:
+            return self.plan(prompt, attempt, body or {})
         return self.plan(prompt, attempt)
 
     def leave(self) -> None:
