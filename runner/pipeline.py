@@ -72,6 +72,11 @@ def validate(planned: list[PlannedStage], ctx: RunContext) -> None:
                     "folder that has it."), p.name)
         for art in p.stage.writes:
             produced[art] = p.name
+    notes = list(dict.fromkeys(n for p in planned for n in p.stage.notices()))
+    for note in notes:
+        ctx.log.warning("NOTE: %s", note)
+    if notes:
+        ctx.metrics.log("run.notices", notes)
 
 
 def _in_stage(e: ConfigError, name: str, stage: Stage | None = None) -> ConfigError:

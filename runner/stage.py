@@ -44,6 +44,11 @@ class Stage:
     def validate(self, ctx: "RunContext") -> None:
         """Check the stage's own config; raise ConfigError. Must be cheap: no data, no network."""
 
+    def notices(self) -> list[str]:
+        """Lines every reader of this run must see (run.log start, console summary, metrics
+        `run.notices`), e.g. that a component is simulated. Asked after validation."""
+        return []
+
     def run(self, ctx: "RunContext") -> None:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.run")
 

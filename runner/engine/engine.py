@@ -54,8 +54,11 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
     try:
         hits = cache.get_many(keys) if cache is not None else {}
         responses, jobs = _answer_hits(requests, keys, hits, provider.max_tokens)
-        if jobs:
+        setup_s = 0.0
+        if jobs:  # client import and warm-up, timed apart: generation wall must not include them
+            t_setup = time.monotonic()
             provider.setup()
+            setup_s = time.monotonic() - t_setup
         bar = GenerationProgress(len(requests), desc, progress, log)
         bar.advance(len(requests) - sum(len(j.rows) for j in jobs))
         dispatcher = _Dispatcher(provider, cache, requests, responses, bar, log)
@@ -69,7 +72,8 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
             cache.close()
     n_hits = sum(k in hits for k in keys) + dispatcher.late_hits
     sent = [j for j in jobs if not j.late_hit and j.attempts > 0]  # a tripped breaker leaves some unsent
-    stats = run_stats(responses, n_hits, sent, dispatcher.attempts, time.monotonic() - start)
+    stats = run_stats(responses, n_hits, sent, dispatcher.attempts, time.monotonic() - start - setup_s)
+    stats["setup_s"] = setup_s
     # asked (rows given) vs sent (distinct requests that reached the provider = teacher.requests)
     log.info("%s: asked %d, %d cache hits, sent %d (%d attempts), %d errors, %.1f s",
              desc, stats["total"], stats["cache_hits"], stats["requests"], stats["attempts"],

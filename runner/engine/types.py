@@ -83,7 +83,8 @@ class GenerationResult:
                   now); None when any of those responses did not report the value (unknown, never 0).
                   Failed attempts report nothing and are not included (providers do not bill 429/5xx;
                   a timed-out attempt may have been billed, which cannot be known client-side)
-      wall_s      wall-clock seconds of the whole call
+      wall_s      wall-clock seconds of the call, provider.setup() excluded (generation only)
+      setup_s     seconds in provider.setup(): client import, warm-up (0 when all were cache hits)
       latency_p50_s / latency_p95_s  over responses answered in this call (None when there are none)
     """
 

@@ -110,6 +110,17 @@ class Provider:
     def describe(self) -> str:
         return f"{self.kind}:{self.model}"
 
+    # What the token counts are: the provider's reported usage unless a subclass says otherwise.
+    token_counter = "provider-reported usage"
+
+    def cost_reason(self) -> str:
+        """Why this provider's cost is null (asked only when it is)."""
+        return f"{self.kind} reported no price for model {self.model} (litellm's price map has none)"
+
+    def notices(self) -> list[str]:
+        """Lines the run must show at its start and in its summary (e.g. that it is simulated)."""
+        return []
+
     def endpoint(self) -> str:
         """Where requests go, for error messages (never a secret)."""
         return f"{self.kind} model {self.model}"

@@ -111,11 +111,15 @@ class JudgeStage(Stage):
         self.judge.validate()
         ctx.extras["judge_kind"] = self.judge.kind  # read by the filter stage's validation
 
+    def notices(self) -> list[str]:
+        return self.judge.notices()
+
     def run(self, ctx):
         df, stats = judge_frame(ctx.store.read("teacher_exec"), self.judge, ctx)
         ctx.store.write("teacher_judged", df)
         ctx.timer.add_items(df.height)
         ctx.metrics.log("judge.kind", self.judge.kind)
+        ctx.metrics.log("judge.simulated", bool(self.judge.notices()))
         for k in ("requests", "cache_hits", "errors", "tokens_in", "tokens_out", "cost_usd"):
             if k in stats:
                 ctx.metrics.log(f"judge.{k}", stats[k])

@@ -40,6 +40,12 @@ class LlmYesNo:
                  system: str = "Answer yes or no.", user: str = "{question}\n{sql}"):
         self.provider, self.enabled, self.system, self.user = provider, enabled, system, user
 
+    def notices(self) -> list[str]:
+        if not self.enabled or getattr(self.provider, "kind", None) != "simulated":
+            return []
+        return ["filters.llm runs on the SIMULATED provider: its yes/no answers derive from gold match, "
+                "flipped with provider.yesno_error_rate: a calibration, not a measurement of an LLM filter"]
+
     def validate(self) -> None:
         if not self.enabled:
             return
@@ -162,6 +168,9 @@ class FilterStage(Stage):
     def __init__(self, filters: Filters):
         self.filters = filters
 
+    def notices(self) -> list[str]:
+        return self.filters.llm.notices()
+
     def validate(self, ctx):
         self.filters.validate()
         # The judge stage records its kind when validated (it comes first); none -> no score to filter on.
@@ -186,3 +195,5 @@ class FilterStage(Stage):
         for k in ("requests", "cache_hits", "errors", "cost_usd"):
             if k in stats:
                 ctx.metrics.log(f"filter.llm.{k}", stats[k])
+        if self.filters.llm.enabled:
+            ctx.metrics.log("filter.llm.simulated", bool(self.filters.llm.notices()))

@@ -86,13 +86,6 @@ def no_judge_score(key: str, value: float, other: str) -> str:
             f"judge=llm, or set {key}=0 and {other}=0 (both thresholds use the judge score).")
 
 
-def no_judge_score(key: str, value: float, other: str) -> str:
-    """judge=none with a threshold on the judge score. The fix names BOTH score thresholds (gate
-    and filter): fixing only one leads to the other (the filter would then reject every row)."""
-    return (f"judge=none gives no judge score, but {key}={value} needs one. Fix: choose judge=rule or "
-            f"judge=llm, or set {key}=0 and {other}=0 (both thresholds use the judge score).")
-
-
 def failure_message(report: dict[str, Any]) -> str:
     failed = [f"{c['check']}: measured {c['value']} < {c['threshold']}" if c["status"] == "fail"
               else f"{c['check']}: not measured" for c in report["checks"] if c["passed"] is False]

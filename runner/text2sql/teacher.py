@@ -27,7 +27,7 @@ from runner.text2sql import vote
 from runner.text2sql.evaluate import clean_frame, execute_frame, judge_frame, open_executor
 from runner.text2sql.prompt import chat_messages
 
-_STAT_KEYS = ("total", "cache_hits", "deduplicated", "requests", "attempts", "errors", "wall_s")
+_STAT_KEYS = ("total", "cache_hits", "deduplicated", "requests", "attempts", "errors", "wall_s", "setup_s")
 _SUMMED_UNKNOWABLE = ("tokens_in", "tokens_out", "cost_usd")  # None stays None (unknown, not 0)
 
 
@@ -76,13 +76,19 @@ class TeacherStage(Stage):
         self.gate.validate(judge_kind=self.judge.kind)
         self.judge.validate()
 
+    def notices(self) -> list[str]:
+        return [*self.provider.notices(), *self.judge.notices()]
+
     def _generate(self, ctx, prompts: pl.DataFrame, desc: str) -> tuple[pl.DataFrame, dict]:
         n = getattr(self.provider, "n", 1)  # best-of-n: n samples per row, voted (runner.text2sql.vote)
         requests = vote.expand([build_request(r) for r in prompts.to_dicts()], n)
         result = generate_any(self.provider, requests, cache_dir=ctx.cache_dir, desc=desc,
                               progress=self.progress, log=ctx.log, metrics=ctx.metrics)
+        # `simulated` travels with every row (teacher.parquet, quality and gate reports), also
+        # into runs that reuse these artifacts.
         frame = (answers_frame(prompts, result.responses) if n == 1 else
-                 vote.voted_frame(ctx, prompts, result.responses, n, self.judge))
+                 vote.voted_frame(ctx, prompts, result.responses, n, self.judge)).with_columns(
+            simulated=pl.lit(self.provider.kind == "simulated", dtype=pl.Boolean))
         return frame, result.stats
 
     def _pilot(self, ctx, train: pl.DataFrame, prompts: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -109,6 +115,12 @@ class TeacherStage(Stage):
         for k in ("requests", "cache_hits", "errors", "attempts", "deduplicated", "tokens_in", "tokens_out",
                   "cost_usd", "latency_p50_s", "latency_p95_s"):
             ctx.metrics.log(f"teacher.{k}", stats.get(k))
+        ctx.metrics.log("teacher.cost_reason", None if stats.get("cost_usd") is not None
+                        else self.provider.cost_reason())
+        ctx.metrics.log("teacher.token_counter", self.provider.token_counter)
+        # client import and warm-up apart from generation: the engine's ratio to the sliding-window
+        # bound is about generation only
+        ctx.metrics.log("teacher.setup_s", stats.get("setup_s"))
         ctx.metrics.log("teacher.generation_wall_s", stats.get("wall_s"))
 
     def _check_errors(self, df: pl.DataFrame, phase: str) -> None:
