@@ -22,6 +22,11 @@ class TrainProgress:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
     def update(self, step: int, loss: float, tokens_per_s: float) -> None:
         if self._progress is not None:
             info = f"loss {loss:.4f}  valid {self._valid}  {tokens_per_s:,.0f} tok/s"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.stage import ConfigError, check_choice, check_range
-from runner.student.tokenizer import chat_texts, train_bpe_tokenizer
+from runner.student.tokenizer import PRE_TOKENIZERS, chat_texts, train_bpe_tokenizer
 
 ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
              "intermediate_size", "vocab_size")
@@ -20,12 +20,14 @@ class ScratchStudent:
     from_scratch = True
 
     def __init__(self, size: str, sizes: dict[str, dict[str, Any]], max_position_embeddings: int = 1024,
-                 tie_word_embeddings: bool = True, rope_theta: float = 10000.0, min_frequency: int = 2):
+                 tie_word_embeddings: bool = True, rope_theta: float = 10000.0, min_frequency: int = 2,
+                 pre_tokenizer: str = "bytelevel"):
         self.size, self.sizes = size, sizes
         self.max_position_embeddings = max_position_embeddings
         self.tie_word_embeddings = tie_word_embeddings
         self.rope_theta = rope_theta
         self.min_frequency = min_frequency
+        self.pre_tokenizer = pre_tokenizer
 
     @property
     def description(self) -> str:
@@ -43,6 +45,7 @@ class ScratchStudent:
             raise ConfigError(f"student.sizes.{self.size}: num_attention_heads must be a multiple of "
                               "num_key_value_heads")
         check_range(where, "student.max_position_embeddings", self.max_position_embeddings, 16)
+        check_choice(where, "student.pre_tokenizer", self.pre_tokenizer, PRE_TOKENIZERS)
 
     def build(self, train_rows: list[dict], out_dir: Path, seed: int) -> dict[str, Any]:
         """Train the tokenizer on the training chats, build the model, save both to out_dir."""
@@ -50,7 +53,8 @@ class ScratchStudent:
         from transformers import LlamaConfig, LlamaForCausalLM
 
         arch = dict(self.sizes[self.size])
-        tokenizer = train_bpe_tokenizer(chat_texts(train_rows), arch.pop("vocab_size"), self.min_frequency)
+        tokenizer = train_bpe_tokenizer(chat_texts(train_rows), arch.pop("vocab_size"), self.min_frequency,
+                                        self.pre_tokenizer)
         config = LlamaConfig(
             vocab_size=len(tokenizer), max_position_embeddings=self.max_position_embeddings,
             tie_word_embeddings=self.tie_word_embeddings, rope_theta=self.rope_theta,

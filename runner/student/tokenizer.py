@@ -22,13 +22,28 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
+PRE_TOKENIZERS = ("bytelevel", "words")
+# `words`: letters, digits, each punctuation mark and each space are separate pieces before BPE,
+# so a word is the same tokens wherever it stands: ` Kilda` in a question and `Kilda'` in a SQL
+# literal share their ids. GPT-2's byte-level regex glues the space to the word (`Ġkilda`) and
+# reads `'s` as a contraction (`'st kilda'` -> `'s` `t`), so a value copied from the question
+# into SQL needs different tokens: a small scratch student then learns to copy much more slowly.
+_WORDS = r"\p{L}+|\p{N}+|[^\s\p{L}\p{N}]|\s"
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+                        pre_tokenizer: str = "bytelevel"):
     """Train a byte-level BPE on `texts`; return a transformers PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if pre_tokenizer == "words":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_WORDS), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=SPECIAL_TOKENS,
