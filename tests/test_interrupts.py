@@ -31,7 +31,7 @@ def wait_for(cond, timeout: float, what: str) -> None:
 def interrupt(proc: subprocess.Popen, sig=signal.SIGINT) -> tuple[str, str]:
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 130, (out[-2000:], err[-3000:])
     assert "Traceback" not in out + err, err[-3000:]
     return out, err
 
@@ -112,6 +112,7 @@ def test_an_interrupt_stops_a_sweep(tmp_path):
                   "pipeline.skip=[student_pre,student_post,compare]", "seed=1,2"], tmp_path)
     logs = lambda: list((tmp_path / "cwd" / "outputs" / "multirun").glob("**/run.log"))  # noqa: E731
     wait_for(lambda: any("stage train: start" in p.read_text() for p in logs()), 120, "job 0 training")
+    time.sleep(2.0)  # into the training loop itself (max_steps=100000), past the stage's imports
     interrupt(proc)
     jobs = sorted(p.parent for p in (tmp_path / "cwd" / "outputs" / "multirun").glob("**/metrics.json"))
     assert len(jobs) == 1 and metrics(jobs[0])["status"] == "interrupted"  # job 1 never started
