@@ -203,3 +203,21 @@ def test_categorical_axes_and_distinct_stage_colours():
     colours = stage_colours(16)                               # Text2SQL: 15 stages + other
     assert len(set(colours)) == 16 and colours[-1] == (0.6, 0.6, 0.6, 1.0)
     assert len(set(stage_colours(30))) == 30
+
+
+def test_student_plots_carry_the_teacher_and_constant_baseline_lines(tmp_path, monkeypatch):
+    from runner.report import plots
+
+    seen = []
+    real = plots.metric_vs_param
+    monkeypatch.setattr(plots, "metric_vs_param", lambda rows, m, p, out, refs=(): seen.append((m, p, refs, rows))
+                        or real(rows, m, p, out, refs))
+    for i, n in enumerate((1000, 4000, "all")):
+        _job(tmp_path / str(i), {**TEXT2SQL, "student_post.gold_match_rate": 0.1 * (i + 1),
+                                 "compare.teacher_gold_match_rate": 0.46,
+                                 "compare.constant_baseline_gold_match_rate": 0.01}, [f"dataset.n_train={n}"])
+    report = build_report([tmp_path])
+    gold = [s for s in seen if s[0] == "student_post.gold_match_rate"]
+    assert gold and gold[0][2] == ("compare.teacher_gold_match_rate", "compare.constant_baseline_gold_match_rate")
+    assert all(r["compare.teacher_gold_match_rate"] == 0.46 for r in gold[0][3])  # values reach the plot
+    assert (report.out_dir / "report_plots" / "student_post.gold_match_rate__vs__dataset.n_train.png").exists()

@@ -108,8 +108,13 @@ def make_plots(report: Report, quality: str | None, costs: list[str] | None,
     if len(pairs) > MAX_PARAM_PLOTS:
         print(f"plotting the first {MAX_PARAM_PLOTS} of {len(pairs)} metric-vs-parameter pairs; "
               "choose with --metrics")
+    ref_cols = [c for m, _ in pairs for c in defaults.REFERENCES.get(m, ()) if c in runs.all_columns()]
+    if ref_cols:  # reference metrics need not be table columns
+        by_job = {r["job"]: r for r in runs.query(list(dict.fromkeys(ref_cols)))}
+        abs_rows = [{**by_job.get(r["job"], {}), **r} for r in abs_rows]
     for m, p in pairs[:MAX_PARAM_PLOTS]:
-        files.append(plots.metric_vs_param(abs_rows, m, p, pdir))
+        refs = tuple(c for c in defaults.REFERENCES.get(m, ()) if c in runs.all_columns())
+        files.append(plots.metric_vs_param(abs_rows, m, p, pdir, refs))
     kept = {r["job"] for r in abs_rows}
     totals = {r["job"]: r["total_wall_s"] for r in runs.query(["total_wall_s"]) if r["job"] in kept}
     files.append(plots.stage_breakdown([s for s in runs.stages if s["job"] in kept],

@@ -37,6 +37,15 @@ FAMILIES = {
 }
 
 
+# Reference lines drawn on a metric's plots: what the teacher scores on the same eval rows, and what
+# the constant baseline (the student's most frequent answer on every row) scores. A student curve
+# means something only between these two.
+REFERENCES = {
+    "student_post.gold_match_rate": ("compare.teacher_gold_match_rate", "compare.constant_baseline_gold_match_rate"),
+    "student_post.exec_pass_rate": ("compare.teacher_exec_pass_rate", "compare.constant_baseline_exec_pass_rate"),
+}
+
+
 def family_of(columns: list[str]) -> Family | None:
     return next((f for f in FAMILIES.values() if f.marker in columns), None)
 

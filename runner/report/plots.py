@@ -37,7 +37,8 @@ def categorical_axis(values: list[Any]) -> list[Any] | None:
     return sorted(distinct, key=lambda v: (not _is_num(v), v if _is_num(v) else str(v)))
 
 
-def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Path) -> Path | None:
+def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Path,
+                    refs: tuple[str, ...] = ()) -> Path | None:
     """Scatter of one metric against one swept parameter (categorical x for strings, bools and
     integers: see categorical_axis). Failed/gated jobs have no metric value and are left out of
     the points (the table lists them)."""
@@ -46,11 +47,17 @@ def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Pa
         return None
     fig, ax = pyplot().subplots(figsize=(5, 3.5))
     cats = categorical_axis([x for x, _ in pts])
-    if cats is None:
-        pts.sort(key=lambda p: p[0])
-        ax.plot([x for x, _ in pts], [y for _, y in pts], "o")
-    else:
-        ax.plot([cats.index(x) for x, _ in pts], [y for _, y in pts], "o")
+    pos = (lambda x: x) if cats is None else cats.index
+    pts.sort(key=lambda p: pos(p[0]))
+    ax.plot([pos(x) for x, _ in pts], [y for _, y in pts], "o-" if refs else "o", label=metric)
+    for ref, style in zip(refs, ("--", ":", "-.")):  # e.g. the teacher and the constant baseline
+        ref_pts = sorted(((pos(r[param]), r[ref]) for r in rows if _is_num(r.get(ref)) and r.get(param) is not None),
+                         key=lambda p: p[0])
+        if ref_pts:
+            ax.plot([x for x, _ in ref_pts], [y for _, y in ref_pts], style, color="grey", label=ref)
+    if refs:
+        ax.legend(fontsize=6)
+    if cats is not None:
         ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=30 if len(cats) > 6 else 0,
                       ha="right" if len(cats) > 6 else "center")
         ax.set_xlim(-0.5, len(cats) - 0.5)
