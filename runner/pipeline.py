@@ -28,7 +28,7 @@ def build(pipeline_cfg: DictConfig) -> list[PlannedStage]:
         raise ConfigError(f"pipeline.skip names unknown stages {sorted(unknown)}; "
                           f"the stages are {list(stages_cfg.keys())}")
     planned = []
-    for name, scfg in stages_cfg.items():
+    for name, scfg in _ordered(pipeline_cfg.get("order"), stages_cfg):
         if scfg is None or name in skip:
             continue
         scfg = OmegaConf.to_container(scfg, resolve=True)
@@ -51,6 +51,22 @@ def build(pipeline_cfg: DictConfig) -> list[PlannedStage]:
     if not planned:
         raise ConfigError("the pipeline has no enabled stage")
     return planned
+
+
+def _ordered(order, stages_cfg) -> list[tuple[str, Any]]:
+    """Stages in `pipeline.order` when set (an experiment that inserts stages before existing ones:
+    a config merge appends new keys at the end); it must name every stage, so a stage added later
+    is never silently run in an unintended place."""
+    if not order:
+        return list(stages_cfg.items())
+    names = list(stages_cfg.keys())
+    order = list(order)
+    unknown = [n for n in order if n not in names]
+    missing = [n for n in names if n not in order and stages_cfg[n] is not None]
+    if unknown or missing or len(set(order)) != len(order):
+        raise ConfigError(f"pipeline.order must list every stage once: unknown {unknown}, missing {missing}; "
+                          f"the stages are {names}")
+    return [(n, stages_cfg[n]) for n in order]
 
 
 def validate(planned: list[PlannedStage], ctx: RunContext) -> None:

@@ -35,9 +35,11 @@ _CD = ["dataset.n_train=48", "dataset.n_test=16", "pipeline.net.width=32", "pipe
        "pipeline.stages.cd_eval.teacher_steps=3", "pipeline.stages.cd_eval.teacher_lowstep_steps=2",
        "pipeline.stages.cd_eval.ensemble_k=2", "pipeline.stages.cd_eval.timing_repeats=1",
        "pipeline.stages.cd_eval.min_timing_s=0.0"]
+_LOGIT_KD = [*_TEXT2SQL, "pipeline.stages.kd_teacher_init.student.size=tiny",
+             "pipeline.stages.kd_teacher_train.trainer.max_steps=2", "pipeline.stages.kd_teacher_eval.max_new_tokens=8"]
 # Smoke sizes appended to a command, by experiment.
 SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
-         "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD}
+         "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD, "wikisql_logit_kd": _LOGIT_KD}
 SWEEPER_SIZES = ["hydra.sweeper.n_trials=2"]
 
 # Substring of a command -> why it is not run here.
@@ -57,6 +59,8 @@ SKIP = {
 # The sweep folder comes first: it contains the single-run example as a substring.
 PLACEHOLDERS = {
     "outputs/multirun/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", True),
+    "outputs/multirun/wikisql_logit_kd/2026-11-22/10-00-00": ("wikisql_logit_kd", True),
+    "outputs/wikisql_logit_kd/2026-11-22/10-00-00": ("wikisql_logit_kd", False),
     "outputs/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", False),
     "RUN_DIR": ("burgers_cd", False),
 }

@@ -66,6 +66,9 @@ class Train(Stage):
         self.trainer, self.student = trainer, student
         adapter = ("student_adapter/",) if trainer.method in ("lora", "dora") else ()
         self.writes = ("student_model/", "train_log", *adapter)
+        from runner.student.kd_stages import kd_reads
+
+        self.reads = Train.reads + kd_reads(trainer)  # logit KD: the teacher and its stored logits
 
     def validate(self, ctx) -> None:
         key = getattr(self.trainer, "config_key", "trainer")
@@ -78,8 +81,14 @@ class Train(Stage):
             raise ConfigError(f"{key}.num_layers={self.trainer.num_layers} leaves the embeddings and "
                               f"lower layers of a scratch student at their random init; use {key}.num_layers=-1")
         self.trainer.validate(self.name)
+        from runner.student.kd_stages import validate_kd
+
+        validate_kd(self.trainer, ctx.store, self.writes)
 
     def run(self, ctx) -> None:
+        from runner.student.kd_stages import prepare_train
+
+        prepare_train(self.trainer, ctx.store, self.writes)
         train_rows = read_chat_jsonl(ctx.store.locate("train.jsonl"))
         valid_rows = read_chat_jsonl(ctx.store.locate("valid.jsonl"))
         ckpt_dir = ctx.store.path("train_checkpoints/")
@@ -108,6 +117,8 @@ def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
         "params_trainable": result.params_trainable, "dropped_rows": result.dropped_train,
         "dropped_valid_rows": result.dropped_valid, "resumed_from_step": result.resumed_from_step,
         "stopped_early": result.stopped_early, "world_size": result.world_size, "merged": result.merged})
+    if result.kd:  # logit distillation: settings and costs (train.kd_teacher_s, ...)
+        metrics.update("train", result.kd)
     if result.best_valid_loss is None:
         metrics.log("train.best_valid_loss_reason", result.valid_loss_reason or (
             "not measured: no validation ran (eval_every unset, or no valid.jsonl row fits max_seq_length)"))

@@ -33,6 +33,7 @@ class TrainResult:
     rank: int = 0
     merged: bool = False        # student_model holds adapter weights merged into the base
     valid_loss_reason: str | None = None  # why best_valid_loss is null, where the trainer knows better
+    kd: dict[str, Any] | None = None      # logit distillation settings and costs (train.kd_* metrics)
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -12,6 +12,9 @@ def on_apple_silicon() -> bool:
 
 def auto_trainer(torch: Any, mlx: Any, enabled: bool = True) -> Any:
     """Return the configured mlx trainer on Apple silicon with mlx-lm installed, else the torch one."""
-    chosen, name = (mlx, "mlx") if on_apple_silicon() and importlib.util.find_spec("mlx_lm") is not None else (torch, "torch")
+    # Logit KD (trainer.torch.kd) exists in the torch trainer only: it decides for torch.
+    kd_on = getattr(torch, "kd", None) is not None
+    chosen, name = (mlx, "mlx") if on_apple_silicon() and importlib.util.find_spec("mlx_lm") is not None \
+        and not kd_on else (torch, "torch")
     chosen.config_key = f"trainer.{name}"  # error messages name trainer.torch.X, as the user types it
     return chosen

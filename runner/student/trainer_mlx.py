@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.stage import check_choice, check_range
+from runner.stage import ConfigError, check_choice, check_range
 from runner.student.chat_data import encode_chat
 from runner.student.train_result import TrainPaths, TrainResult
 
@@ -45,7 +45,8 @@ class MlxTrainer:
                  steps_per_report: int = 1, val_batches: int = 25, save_every: int = 100,
                  grad_checkpoint: bool = False, grad_accumulation_steps: int = 1,
                  lora: dict[str, Any] | None = None, optimizer: str = "adam", resume: bool = True,
-                 seed: int | None = None, enabled: bool = True):
+                 seed: int | None = None, enabled: bool = True, kd: dict[str, Any] | None = None,
+                 torch: dict[str, Any] | None = None):
         self.method, self.iters, self.batch_size = method, iters, batch_size
         self.learning_rate, self.num_layers, self.max_seq_length = learning_rate, num_layers, max_seq_length
         self.steps_per_eval, self.steps_per_report, self.val_batches = steps_per_eval, steps_per_report, val_batches
@@ -53,8 +54,14 @@ class MlxTrainer:
         self.grad_accumulation_steps = grad_accumulation_steps
         self.lora = dict(lora or {"rank": 8, "scale": 20.0, "dropout": 0.0})
         self.optimizer, self.resume, self.seed, self.enabled = optimizer, resume, seed, enabled
+        # kd: logit distillation is torch-only; `torch` is what an experiment written for
+        # trainer=auto (trainer.torch.kd) leaves here under trainer=mlx. Both only to fail clearly.
+        self.kd = kd if (kd or {}).get("enabled") else (torch or {}).get("kd")
 
     def validate(self, where: str) -> None:  # noqa: ARG002 - the failing stage is reported by the pipeline
+        if (self.kd or {}).get("enabled"):
+            raise ConfigError(f"{self.config_key}.kd: logit distillation is implemented for trainer=torch only "
+                              "(mlx-lm has no distillation loss); use trainer=torch, or drop the kd block")
         check_choice(self.config_key, "method", self.method, ["full", "lora", "dora"])
         check_choice(self.config_key, "optimizer", self.optimizer, ["adam", "adamw", "sgd", "adafactor"])
         check_range(self.config_key, "learning_rate", self.learning_rate, 0, lo_open=True)

@@ -17,6 +17,7 @@ from runner.stage import ConfigError, check_choice, check_range
 from runner.student import checkpoint as ckpt
 from runner.student.chat_data import Example, collate, encode_rows, length_sorted_batches
 from runner.student.ddp import Dist, all_sum, barrier, init_distributed, shard
+from runner.student.kd_loss import KDConfig
 from runner.student.progress import TrainProgress
 from runner.student.train_result import TrainPaths, TrainResult
 
@@ -34,7 +35,8 @@ class TorchTrainer:
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
                  checkpoint_every: int | None = None, keep_checkpoints: int = 2, resume: bool = True,
                  device: str = "auto", bf16_autocast: bool = True, num_threads: int | None = None,
-                 seed: int | None = None, progress: bool = True, enabled: bool = True):
+                 seed: int | None = None, progress: bool = True, enabled: bool = True,
+                 kd: dict[str, Any] | None = None):
         self.method, self.lora = method, dict(lora or {})
         self.learning_rate, self.lr_schedule, self.warmup_steps = learning_rate, lr_schedule, warmup_steps
         self.weight_decay, self.max_grad_norm = weight_decay, max_grad_norm
@@ -45,6 +47,11 @@ class TorchTrainer:
         self.checkpoint_every, self.keep_checkpoints, self.resume = checkpoint_every, keep_checkpoints, resume
         self.device, self.bf16_autocast, self.num_threads = device, bf16_autocast, num_threads
         self.seed, self.progress, self.enabled = seed, progress, enabled
+        # Logit distillation (runner.student.kd_loss); None: plain SFT. The Train stage resolves the
+        # teacher folder and the offline store into kd_teacher_dir / kd_logits_dir before fit.
+        self.kd = KDConfig.from_config(kd)
+        self.kd_teacher_dir: Path | None = None
+        self.kd_logits_dir: Path | None = None
 
     def validate(self, where: str) -> None:  # noqa: ARG002 - the failing stage is reported by the pipeline
         check_choice(self.config_key, "method", self.method, ["full", "lora"])
@@ -67,6 +74,8 @@ class TorchTrainer:
             for key in ("rank", "alpha", "dropout", "target_modules"):
                 if key not in self.lora:
                     raise ConfigError(f"{self.config_key}.lora.{key} is missing (needed for method=lora)")
+        if self.kd is not None:
+            self.kd.validate(self.config_key)
 
     # ---------------------------------------------------------------- model
     def _load_model(self, base_dir: Path, seed: int, dist: Dist):
@@ -87,8 +96,9 @@ class TorchTrainer:
         return model, tokenizer, pad_id
 
     # ----------------------------------------------------------------- loss
-    def _token_loss_sum(self, model, examples: list[Example], pad_id: int, device: str):
-        """Sum of next-token cross-entropy over the assistant tokens of these examples."""
+    def _token_loss_sum(self, model, examples: list[Example], pad_id: int, device: str, kd=None):
+        """Sum of next-token cross-entropy over the assistant tokens of these examples; with `kd`
+        (a KDRuntime) the (1 - alpha) CE + alpha KD mix over the same tokens."""
         import torch
         import torch.nn.functional as F
 
@@ -100,8 +110,11 @@ class TorchTrainer:
         start = min(e.prompt_len for e in examples) - 1
         with amp:
             logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=ids.size(1) - start).logits
-        return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                               labels[:, start + 1:].reshape(-1), ignore_index=-100, reduction="sum"), int(mask.sum())
+        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                               labels[:, start + 1:].reshape(-1), ignore_index=-100, reduction="sum")
+        if kd is not None:
+            loss = kd.mix(loss, examples, ids, mask, labels[:, start + 1:], start, logits[:, :-1])
+        return loss, int(mask.sum())
 
     def _valid_loss(self, model, valid: list[Example], pad_id: int, dist: Dist) -> float | None:
         import torch
@@ -133,6 +146,11 @@ class TorchTrainer:
             torch.set_num_threads(self.num_threads)
         dist = init_distributed(self.device)
         model, tokenizer, pad_id = self._load_model(base_dir, seed, dist)
+        kd = None
+        if self.kd is not None:
+            from runner.student.kd_train import KDRuntime
+
+            kd = KDRuntime.open(self, base_dir, dist.device)  # tokenizer check: before any step
         train, dropped = encode_rows(tokenizer, train_rows, self.max_seq_length)
         valid, dropped_valid = encode_rows(tokenizer, valid_rows[: self.max_valid_rows or None], self.max_seq_length)
         global_bs = self.batch_size * dist.world
@@ -202,7 +220,7 @@ class TorchTrainer:
                     exs = [train[i] for i in shard(batch, dist)]
                     sync = model.no_sync if dist.enabled and k < len(batches) - 1 else nullcontext
                     with sync():
-                        loss, ntok = self._token_loss_sum(model, exs, pad_id, dist.device)
+                        loss, ntok = self._token_loss_sum(model, exs, pad_id, dist.device, kd)
                         (loss * dist.world / n_target).backward()  # DDP averages over ranks; undo that
                     loss_sum += float(loss.detach())
                     tokens += ntok
@@ -239,7 +257,7 @@ class TorchTrainer:
             params_trainable=sum(p.numel() for p in trainable),
             dropped_train=dropped, dropped_valid=dropped_valid, resumed_from_step=resumed_from,
             stopped_early=state["step"] < total_steps, world_size=dist.world, rank=dist.rank,
-            merged=self.method == "lora")
+            merged=self.method == "lora", kd=kd.stats() if kd is not None else None)
 
     def _save(self, core, tokenizer, paths: TrainPaths) -> None:
         """Full: the model. LoRA: the adapter (student_adapter/) and the merged model (student_model/)."""

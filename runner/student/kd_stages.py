@@ -1,0 +1,223 @@
+"""Stages and hooks of logit distillation (`trainer.torch.kd`; experiment wikisql_logit_kd).
+
+kd_teacher_init   reads train.jsonl                                  writes kd_teacher_base/
+kd_teacher_train  reads train.jsonl, valid.jsonl, kd_teacher_base/   writes kd_teacher_model/, kd_teacher_train_log
+student_init      (ModelInit with tokenizer_from=kd_teacher_base/: the student gets the teacher's tokenizer)
+teacher_logits    reads train.jsonl, the teacher                     writes teacher_logits/ (offline mode only)
+train             the ordinary Train stage; `kd_reads` / `prepare_train` add the teacher and the store.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from runner.stage import ConfigError, Stage
+from runner.student.kd_loss import KDConfig
+from runner.student.chat_data import encode_rows, read_chat_jsonl
+from runner.student.stages import LOG_SCHEMA, _remove, log_train_metrics
+from runner.student.train_result import TrainPaths
+
+
+def kd_of(trainer: Any) -> KDConfig | None:
+    """The trainer's enabled KD settings (torch only; the mlx trainer keeps a raw block to refuse it)."""
+    kd = getattr(trainer, "kd", None)
+    return kd if isinstance(kd, KDConfig) else None
+
+
+def is_artifact(teacher: str) -> bool:
+    """`kd_teacher_model/`, `student_model/`: an artifact name (one folder name ending in /).
+    Anything else (`/abs/path`, `./teacher`, `models/teacher`) is a folder on disk."""
+    return teacher.endswith("/") and "/" not in teacher[:-1] and not teacher.startswith(".")
+
+
+def kd_reads(trainer: Any) -> tuple[str, ...]:
+    kd = kd_of(trainer)
+    if kd is None:
+        return ()
+    return ((kd.teacher,) if kd.teacher and is_artifact(kd.teacher) else ()) + \
+        (("teacher_logits/",) if kd.mode == "offline" else ())
+
+
+def resolve_teacher(kd, store, own_writes: tuple[str, ...] = ()) -> Path | None:
+    """The teacher's folder. An artifact this stage also writes (student_model/ from a reused run)
+    is looked up in the pipeline.reuse_from runs only, never in this run's own output."""
+    if not is_artifact(kd.teacher):
+        return Path(os.path.expanduser(kd.teacher))
+    dirs = store.fallback_dirs if kd.teacher in own_writes else [store.root, *store.fallback_dirs]
+    name = kd.teacher.rstrip("/")
+    return next((d / name for d in dirs if (d / name).exists()), None)
+
+
+def prepare_train(trainer: Any, store, own_writes: tuple[str, ...]) -> None:
+    """Before fit: point the trainer at the teacher folder and the offline store."""
+    kd = kd_of(trainer)
+    if kd is None:
+        return
+    trainer.kd_teacher_dir = resolve_teacher(kd, store, own_writes)
+    if trainer.kd_teacher_dir is None:
+        raise ConfigError(f"{trainer.config_key}.kd.teacher={kd.teacher}: artifact not found in this run "
+                          "or pipeline.reuse_from")
+    trainer.kd_logits_dir = store.locate("teacher_logits/") if kd.mode == "offline" else None
+
+
+def validate_kd(trainer: Any, store, own_writes: tuple[str, ...] = ()) -> None:
+    """Seconds, before any work: the trainer's own checks, and the tokenizers when both exist now."""
+    kd = kd_of(trainer)
+    if kd is None:
+        return
+    teacher = resolve_teacher(kd, store, own_writes)
+    base = store.locate("student_base/")
+    if teacher is not None and base is not None and (teacher / "config.json").exists():
+        from runner.student.teacher_logits import tokenizer_difference
+
+        diff = tokenizer_difference(teacher, base)
+        if diff:
+            raise ConfigError(f"{trainer.config_key}.kd: teacher ({teacher}) and student ({base}) tokenizers "
+                              f"differ: {diff}. Logit KD needs the same tokenizer")
+
+
+def build_with_tokenizer(student: Any, tokenizer_dir: Path, out_dir: Path, seed: int) -> dict[str, Any]:
+    """A scratch student (student.sizes[student.size]) that reuses an existing tokenizer folder,
+    so its ids mean what the teacher's ids mean."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    arch = {k: v for k, v in student.sizes[student.size].items() if k != "vocab_size"}
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=student.max_position_embeddings,
+                         tie_word_embeddings=student.tie_word_embeddings, rope_theta=student.rope_theta,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, **arch)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return {"params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok)}
+
+
+class ModelInit(Stage):
+    """A scratch model as a HF folder: its own BPE tokenizer, or `tokenizer_from` an artifact's."""
+
+    def __init__(self, student: Any, output: str = "kd_teacher_base/", tokenizer_from: str | None = None,
+                 metric_prefix: str = "kd_teacher"):
+        self.student, self.output, self.tokenizer_from = student, output, tokenizer_from
+        self.metric_prefix = metric_prefix
+        self.reads = ("train.jsonl",) + ((tokenizer_from,) if tokenizer_from else ())
+        self.writes = (output,)
+
+    def validate(self, ctx) -> None:
+        self.student.validate(self.name)
+        if not getattr(self.student, "from_scratch", False):
+            raise ConfigError(f"{self.name}: needs a scratch student config (runner.student.scratch.ScratchStudent)")
+
+    def run(self, ctx) -> None:
+        rows = read_chat_jsonl(ctx.store.locate("train.jsonl"))
+        out = ctx.store.path(self.output)
+        tmp = out.with_name(out.name + ".tmp")
+        _remove(tmp)
+        seed = ctx.stage_seed(self.name)
+        if self.tokenizer_from:
+            info = build_with_tokenizer(self.student, ctx.store.locate(self.tokenizer_from), tmp, seed)
+        else:
+            info = self.student.build(rows, tmp, seed)
+        _remove(out)
+        os.replace(tmp, out)
+        ctx.timer.add_items(len(rows))
+        ctx.metrics.log(f"{self.metric_prefix}.source", self.student.description)
+        for key in ("params", "vocab_size"):
+            ctx.metrics.log(f"{self.metric_prefix}.{key}", info[key])
+        ctx.log.info("%s: %s (%s) -> %s%s", self.name, self.student.description, info, out,
+                     f", tokenizer of {self.tokenizer_from}" if self.tokenizer_from else "")
+
+
+class _Prefixed:
+    """Metrics seen through a prefix: the teacher's train.* become kd_teacher.train.*."""
+
+    def __init__(self, metrics, prefix: str):
+        self.metrics, self.prefix = metrics, prefix
+
+    def update(self, ns: str, values: dict) -> None:
+        self.metrics.update(f"{self.prefix}.{ns}", values)
+
+    def log(self, key: str, value: Any) -> None:
+        self.metrics.log(f"{self.prefix}.{key}", value)
+
+
+class TeacherTrain(Stage):
+    """Train the local teacher (plain SFT; its own trainer config) on the run's train.jsonl."""
+
+    def __init__(self, trainer: Any, base: str = "kd_teacher_base/", output: str = "kd_teacher_model/",
+                 log_name: str = "kd_teacher_train_log", metric_prefix: str = "kd_teacher"):
+        self.trainer, self.base, self.output, self.log_name = trainer, base, output, log_name
+        self.metric_prefix = metric_prefix
+        self.reads = ("train.jsonl", "valid.jsonl", base)
+        self.writes = (output, log_name)
+
+    def validate(self, ctx) -> None:
+        if kd_of(self.trainer) is not None:
+            raise ConfigError(f"{self.name}.trainer.kd: the teacher itself trains without a teacher")
+        self.trainer.validate(self.name)
+
+    def run(self, ctx) -> None:
+        ck = ctx.store.path(f"{self.name}_checkpoints/")
+        paths = TrainPaths(model=ctx.store.path(self.output), adapter=ctx.store.path(f"{self.name}_adapter/"),
+                           checkpoints=ck, resume_dirs=[ck, *[d / ck.name for d in ctx.store.fallback_dirs]])
+        _remove(paths.model)
+        result = self.trainer.fit(read_chat_jsonl(ctx.store.locate("train.jsonl")),
+                                  read_chat_jsonl(ctx.store.locate("valid.jsonl")),
+                                  ctx.store.locate(self.base), paths, ctx.stage_seed(self.name))
+        ctx.store.write(self.log_name, pl.DataFrame(result.log, schema=LOG_SCHEMA))
+        log_train_metrics(_Prefixed(ctx.metrics, self.metric_prefix), result, self.trainer)
+        ctx.log.info("%s: %d steps, final loss %s, best valid loss %s", self.name, result.steps,
+                     result.final_loss, result.best_valid_loss)
+
+
+class TeacherLogitsStage(Stage):
+    """Offline KD: the teacher's top-k log-probs over train.jsonl, once per content (cache_dir)."""
+
+    def __init__(self, trainer: Any, batch_size: int = 16):
+        self.trainer, self.batch_size = trainer, batch_size
+        kd = kd_of(trainer)
+        self.active = kd is not None and kd.mode == "offline"
+        teacher = (kd.teacher,) if self.active and kd.teacher and is_artifact(kd.teacher) else ()
+        self.reads = ("train.jsonl", *teacher)
+        self.writes = ("teacher_logits/",) if self.active else ()
+
+    def validate(self, ctx) -> None:
+        if self.active:
+            kd_of(self.trainer).validate(getattr(self.trainer, "config_key", "trainer"))
+
+    def run(self, ctx) -> None:
+        import torch
+
+        from runner.student.teacher_logits import cached_store, tokenizer_difference
+
+        if not self.active:
+            ctx.log.info("teacher_logits: nothing to do (trainer kd is off or mode=online)")
+            return
+        kd = kd_of(self.trainer)
+        teacher = resolve_teacher(kd, ctx.store)
+        base = ctx.store.locate("student_base/")
+        if base is not None and (diff := tokenizer_difference(teacher, base)):
+            raise ConfigError(f"{self.trainer.config_key}.kd: teacher and student tokenizers differ: {diff}")
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(teacher)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        examples, _ = encode_rows(tok, read_chat_jsonl(ctx.store.locate("train.jsonl")), self.trainer.max_seq_length)
+        if self.trainer.num_threads:
+            torch.set_num_threads(self.trainer.num_threads)
+        device = "cuda" if self.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+        meta, hit = cached_store(examples, teacher, kd, ctx.cache_dir, ctx.store.path("teacher_logits/"),
+                                 device=device, pad_id=pad_id, batch_size=self.batch_size, log=ctx.log)
+        ctx.timer.add_items(len(examples))
+        ctx.metrics.update("teacher_logits", {
+            "cache_hit": hit, "rows": meta["rows"], "positions": meta["positions"], "bytes": meta["bytes"],
+            "bytes_per_token": meta["bytes_per_token"], "top_k": meta["top_k"], "store_dtype": meta["store_dtype"],
+            "teacher_forward_s": meta["teacher_forward_s"], "cache_key": meta["cache_key"]})
