@@ -18,7 +18,7 @@ from runner.student.chat_data import read_chat_jsonl
 from runner.student.train_result import TrainPaths, TrainResult
 
 LOG_SCHEMA = {"step": pl.Int64, "loss": pl.Float64, "valid_loss": pl.Float64, "lr": pl.Float64,
-              "tokens": pl.Int64, "elapsed_s": pl.Float64}
+              "tokens": pl.Int64, "elapsed_s": pl.Float64, "dev_gold": pl.Float64}
 
 
 def _remove(path: Path) -> None:
@@ -81,6 +81,8 @@ class Train(Stage):
             raise ConfigError(f"{key}.num_layers={self.trainer.num_layers} leaves the embeddings and "
                               f"lower layers of a scratch student at their random init; use {key}.num_layers=-1")
         self.trainer.validate(self.name)
+        if getattr(self.trainer, "checkpoint_select", "last") == "dev_gold":
+            self.reads = (*self.reads, "distilled", "prompts", "database.json")  # the dev split and its scorer
         from runner.student.kd_stages import validate_kd
 
         validate_kd(self.trainer, ctx.store, self.writes)
@@ -97,8 +99,14 @@ class Train(Stage):
                            resume_dirs=[ckpt_dir, *[d / ckpt_dir.name for d in ctx.store.fallback_dirs]])
         for p in (paths.model, paths.adapter):
             _remove(p)
+        dev = None
+        if getattr(self.trainer, "checkpoint_select", "last") == "dev_gold":
+            from runner.student.dev_select import DevSet
+
+            dev = DevSet.from_run(ctx, self.trainer.dev_rows)  # refuses eval rows/tables
+        fit_kw = {"dev": dev} if dev is not None else {}
         result = self.trainer.fit(train_rows, valid_rows, ctx.store.locate("student_base/"), paths,
-                                  ctx.stage_seed("train"))
+                                  ctx.stage_seed("train"), **fit_kw)
         ctx.store.write("train_log", pl.DataFrame(result.log, schema=LOG_SCHEMA))
         ctx.timer.add_items(len(train_rows))
         log_train_metrics(ctx.metrics, result, self.trainer)
@@ -117,6 +125,8 @@ def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
         "params_trainable": result.params_trainable, "dropped_rows": result.dropped_train,
         "dropped_valid_rows": result.dropped_valid, "resumed_from_step": result.resumed_from_step,
         "stopped_early": result.stopped_early, "world_size": result.world_size, "merged": result.merged})
+    metrics.update("train", {"checkpoint": result.selected, "best_step": result.best_step,
+                             "dev_gold": result.dev_gold, "dev_rows": result.dev_rows})
     if result.kd:  # logit distillation: settings and costs (train.kd_teacher_s, ...)
         metrics.update("train", result.kd)
     if result.best_valid_loss is None:

@@ -34,6 +34,10 @@ class TrainResult:
     merged: bool = False        # student_model holds adapter weights merged into the base
     valid_loss_reason: str | None = None  # why best_valid_loss is null, where the trainer knows better
     kd: dict[str, Any] | None = None      # logit distillation settings and costs (train.kd_* metrics)
+    selected: str = "last"      # which checkpoint student_model holds: last | valid_loss | dev_gold
+    best_step: int | None = None  # the step of that checkpoint
+    dev_gold: float | None = None  # its gold match on the dev split (train tables; never eval)
+    dev_rows: int | None = None
 
     @property
     def tokens_per_s(self) -> float | None:

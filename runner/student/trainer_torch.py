@@ -19,6 +19,7 @@ from runner.student.chat_data import Example, collate, encode_rows, length_sorte
 from runner.student.ddp import Dist, all_sum, barrier, init_distributed, shard
 from runner.student.kd_loss import KDConfig
 from runner.student.progress import TrainProgress
+from runner.student.schedule import SCHEDULES, Plan, lambda_scheduler
 from runner.student.train_result import TrainPaths, TrainResult
 
 
@@ -30,6 +31,8 @@ class TorchTrainer:
     def __init__(self, method: str = "full", lora: dict[str, Any] | None = None, learning_rate: float = 1e-3,
                  lr_schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0,
                  max_grad_norm: float | None = 1.0, epochs: float = 1, max_steps: int | None = None,
+                 max_wall_s: float | None = None, min_lr_ratio: float = 0.0, checkpoint_select: str = "last",
+                 dev_rows: int = 200,
                  batch_size: int = 16, grad_accum: int = 1, max_seq_length: int = 512,
                  eval_every: int | None = None, max_valid_rows: int | None = None,
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
@@ -41,6 +44,10 @@ class TorchTrainer:
         self.learning_rate, self.lr_schedule, self.warmup_steps = learning_rate, lr_schedule, warmup_steps
         self.weight_decay, self.max_grad_norm = weight_decay, max_grad_norm
         self.epochs, self.max_steps = epochs, max_steps
+        # A wall budget for training (steps fitted once a few are timed), and which checkpoint to keep:
+        # the last, the lowest validation loss, or the best gold match on the dev split (dev_select.py).
+        self.max_wall_s, self.min_lr_ratio = max_wall_s, min_lr_ratio
+        self.checkpoint_select, self.dev_rows = checkpoint_select, dev_rows
         self.batch_size, self.grad_accum, self.max_seq_length = batch_size, grad_accum, max_seq_length
         self.eval_every, self.max_valid_rows = eval_every, max_valid_rows
         self.patience, self.min_delta = early_stopping_patience, early_stopping_min_delta
@@ -55,8 +62,14 @@ class TorchTrainer:
 
     def validate(self, where: str) -> None:  # noqa: ARG002 - the failing stage is reported by the pipeline
         check_choice(self.config_key, "method", self.method, ["full", "lora"])
-        check_choice(self.config_key, "lr_schedule", self.lr_schedule,
-                     ["constant", "constant_with_warmup", "linear", "cosine"])
+        check_choice(self.config_key, "lr_schedule", self.lr_schedule, list(SCHEDULES))
+        check_range(self.config_key, "max_wall_s", self.max_wall_s, 0, lo_open=True)
+        check_range(self.config_key, "min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_choice(self.config_key, "checkpoint_select", self.checkpoint_select, ["last", "valid_loss", "dev_gold"])
+        check_range(self.config_key, "dev_rows", self.dev_rows, 1)
+        if self.checkpoint_select != "last" and not self.eval_every:
+            raise ConfigError(f"{self.config_key}.checkpoint_select={self.checkpoint_select} needs "
+                              f"{self.config_key}.eval_every (checkpoints are compared at each validation)")
         check_range(self.config_key, "learning_rate", self.learning_rate, 0, lo_open=True)
         for key in ("batch_size", "grad_accum", "max_seq_length"):
             check_range(self.config_key, key, getattr(self, key), 1)
@@ -136,9 +149,11 @@ class TorchTrainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, train_rows: list[dict], valid_rows: list[dict], base_dir: Path, paths: TrainPaths,
-            seed: int) -> TrainResult:
+            seed: int, dev=None) -> TrainResult:
+        """`dev`: a dev_select.DevSet, scored at each validation (checkpoint_select=dev_gold)."""
+        import copy
+
         import torch
-        from transformers import get_scheduler
 
         t_start = time.perf_counter()
         seed = self.seed if self.seed is not None else seed
@@ -171,15 +186,18 @@ class TorchTrainer:
 
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)
-        scheduler = get_scheduler(self.lr_schedule, optimizer, num_warmup_steps=self.warmup_steps,
-                                  num_training_steps=total_steps)
+        plan = Plan(total_steps, self.warmup_steps, self.lr_schedule, self.min_lr_ratio)
+        scheduler = lambda_scheduler(optimizer, plan)
+        probe_steps = min(20, max(1, total_steps // 10))  # steps timed before fitting a wall budget
         core = model  # the unwrapped module: what we save and evaluate
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             model = DDP(model, device_ids=[dist.local_rank] if dist.device.startswith("cuda") else None)
 
-        state = {"step": 0, "best_valid": None, "bad_evals": 0, "log": [], "train_s": 0.0, "tokens": 0}
+        state = {"step": 0, "best_valid": None, "bad_evals": 0, "log": [], "train_s": 0.0, "tokens": 0,
+                 "best_score": None, "best_step": None, "dev_gold": None, "eval_s": 0.0}
+        best_weights = None  # the selected checkpoint's weights (small students: a copy in memory)
         resumed_from = None
         last = ckpt.latest_checkpoint(paths.resume_dirs) if self.resume else None
         if last is not None:
@@ -191,10 +209,18 @@ class TorchTrainer:
             resumed_from = state["step"]
 
         def log_eval(step: int) -> bool:
-            """Validate, record, and say whether early stopping fires."""
+            """Validate, record, keep the selected checkpoint, and say whether early stopping fires."""
+            nonlocal best_weights
+            t_eval = time.perf_counter()
             v = self._valid_loss(core, valid, pad_id, dist)
+            g = dev.gold_rate(core, tokenizer) if dev is not None and len(dev) else None
+            state["eval_s"] += time.perf_counter() - t_eval
             state["log"].append({"step": step, "loss": None, "valid_loss": v, "lr": None, "tokens": None,
-                                 "elapsed_s": state["train_s"]})
+                                 "elapsed_s": state["train_s"], "dev_gold": g})
+            score = {"valid_loss": None if v is None else -v, "dev_gold": g}.get(self.checkpoint_select)
+            if score is not None and step > 0 and (state["best_score"] is None or score > state["best_score"]):
+                state["best_score"], state["best_step"], state["dev_gold"] = score, step, g
+                best_weights = copy.deepcopy(core.state_dict())
             if v is None:
                 return False
             if state["best_valid"] is None or v < state["best_valid"] - self.min_delta:
@@ -209,7 +235,8 @@ class TorchTrainer:
             if state["step"] == 0 and self.eval_every:
                 log_eval(0)
             stop = False
-            while state["step"] < total_steps and not stop:
+            out_of_time = False
+            while state["step"] < total_steps and not stop and not out_of_time:
                 step = state["step"]
                 epoch, within = divmod(step, steps_per_epoch)
                 batches = epoch_batches(epoch)[within * self.grad_accum:(within + 1) * self.grad_accum]
@@ -233,18 +260,29 @@ class TorchTrainer:
                 state["train_s"] += time.perf_counter() - t0
                 state["tokens"] += int(tokens)
                 state["step"] = step = step + 1
+                if self.max_wall_s and step == probe_steps:  # fit the schedule to the wall budget
+                    evals_left = (plan.total_steps - step) // self.eval_every if self.eval_every else 0
+                    eval_each = state["eval_s"] / max(1, sum(r["loss"] is None for r in state["log"]))
+                    total_steps = plan.fit_wall(step, state["train_s"] / step,
+                                                time.perf_counter() - t_start + evals_left * eval_each,
+                                                self.max_wall_s)
+                    bar.set_total(total_steps)
                 step_loss = loss_sum / n_target
                 state["log"].append({"step": step, "loss": step_loss, "valid_loss": None,
                                      "lr": scheduler.get_last_lr()[0], "tokens": int(tokens),
                                      "elapsed_s": state["train_s"]})
                 bar.update(step, step_loss, state["tokens"] / state["train_s"])
-                if self.eval_every and (step % self.eval_every == 0 or step == total_steps):
+                # the wall budget is spent: this step is the last one, and it is validated
+                out_of_time = bool(self.max_wall_s) and time.perf_counter() - t_start > self.max_wall_s
+                if self.eval_every and (step % self.eval_every == 0 or step == total_steps or out_of_time):
                     stop = log_eval(step)
                     bar.note_valid(state["log"][-1]["valid_loss"])
                 if dist.is_main and self.checkpoint_every and (step % self.checkpoint_every == 0 or stop):
                     ckpt.save_checkpoint(paths.checkpoints, step, {
                         "weights": ckpt.trainable_state(core), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "state": state}, self.keep_checkpoints)
+        if self.checkpoint_select != "last" and best_weights is not None:
+            core.load_state_dict(best_weights)  # the selected checkpoint is what gets saved
         if dist.is_main:
             self._save(core, tokenizer, paths)
         barrier(dist)
@@ -257,7 +295,10 @@ class TorchTrainer:
             params_trainable=sum(p.numel() for p in trainable),
             dropped_train=dropped, dropped_valid=dropped_valid, resumed_from_step=resumed_from,
             stopped_early=state["step"] < total_steps, world_size=dist.world, rank=dist.rank,
-            merged=self.method == "lora", kd=kd.stats() if kd is not None else None)
+            merged=self.method == "lora", kd=kd.stats() if kd is not None else None,
+            selected=self.checkpoint_select if best_weights is not None else "last",
+            best_step=state["best_step"] if best_weights is not None else state["step"],
+            dev_gold=state["dev_gold"], dev_rows=len(dev) if dev is not None else None)
 
     def _save(self, core, tokenizer, paths: TrainPaths) -> None:
         """Full: the model. LoRA: the adapter (student_adapter/) and the merged model (student_model/)."""

@@ -84,7 +84,7 @@ class Filters:
     def __init__(self, text_field: str = "clean_sql", min_chars: int = 0, max_chars: int = 0,
                  exclude_regex: list[str] | None = None, keywords: dict[str, float] | None = None,
                  min_keyword_score: float = 0.0, require_exec: bool = True, require_gold: bool = False,
-                 min_score: float = 0.0, dedup: bool = True, llm: LlmYesNo | None = None):
+                 min_score: float = 0.0, dedup: bool = True, llm: LlmYesNo | None = None, name: str = "custom"):
         self.text_field, self.min_chars, self.max_chars = text_field, min_chars, max_chars
         self.exclude_regex = list(exclude_regex or [])
         self.keywords = dict(keywords or {})
@@ -92,6 +92,7 @@ class Filters:
         self.require_exec, self.require_gold = require_exec, require_gold
         self.min_score, self.dedup = min_score, dedup
         self.llm = llm or LlmYesNo()
+        self.name = name  # what reports call this filter set (filters=oracle says it is an oracle)
 
     def validate(self) -> None:
         if self.text_field not in _TEXT_FIELDS:
@@ -169,7 +170,10 @@ class FilterStage(Stage):
         self.filters = filters
 
     def notices(self) -> list[str]:
-        return self.filters.llm.notices()
+        oracle = ["filters=oracle keeps only the teacher rows whose result matches the gold answer: an "
+                  "ORACLE that no real distillation run has (the gold answers are what the teacher is for); "
+                  "it bounds what filtering could buy, it is not a filter to use"] if self.filters.require_gold else []
+        return [*oracle, *self.filters.llm.notices()]
 
     def validate(self, ctx):
         self.filters.validate()
@@ -189,7 +193,8 @@ class FilterStage(Stage):
         ctx.store.write("teacher_filtered", df)
         ctx.timer.add_items(train.height)
         kept = sum(r is None for r in train_reasons)
-        ctx.metrics.update("filter", {"total": train.height, "kept": kept, "rejected": train.height - kept})
+        ctx.metrics.update("filter", {"total": train.height, "kept": kept, "rejected": train.height - kept,
+                                      "name": self.filters.name, "oracle": bool(self.filters.require_gold)})
         for reason, n in counts(pl.DataFrame({"r": train_reasons}, schema={"r": pl.String}), "r").items():
             ctx.metrics.log(f"filter.reject.{reason}", n)
         for k in ("requests", "cache_hits", "errors", "cost_usd"):

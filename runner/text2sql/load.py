@@ -40,7 +40,10 @@ class WikiSqlDataset:
 
     def validate(self) -> None:
         check_choice("dataset", "source", self.source, SOURCES)
-        for key in ("n_train", "exec_max_rows"):
+        if self.n_train != "all" and (not isinstance(self.n_train, int) or self.n_train < 1):
+            raise ConfigError(f"dataset.n_train={self.n_train!r} must be an integer >= 1, or all (every "
+                              "question on a table that is not an eval table)")
+        for key in ("exec_max_rows",):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"dataset.{key}={getattr(self, key)!r} must be an integer >= 1")
         if not isinstance(self.n_eval, int) or self.n_eval < 0:
@@ -85,7 +88,7 @@ class WikiSqlDataset:
         eval_rows = questions.filter(is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed).head(self.n_eval)
         train_rows = questions.filter(~is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed + 1)
         train_rows = self._without_eval_questions(train_rows, eval_rows)
-        if eval_rows.height < self.n_eval or train_rows.height < self.n_train:
+        if eval_rows.height < self.n_eval or (self.n_train != "all" and train_rows.height < self.n_train):
             raise ConfigError(f"dataset asks for n_train={self.n_train} + n_eval={self.n_eval} rows but the "
                               f"source has {questions.height}; lower dataset.n_train / dataset.n_eval")
         return pl.concat([train_rows.with_columns(split=pl.lit("train")),
@@ -96,7 +99,7 @@ class WikiSqlDataset:
         held_out = {nkey(q) for q in eval_rows["question"].to_list()}
         keep, self.skipped_overlap = [], 0
         for i, q in enumerate(train["question"].to_list()):
-            if len(keep) == self.n_train:
+            if self.n_train != "all" and len(keep) == self.n_train:
                 break
             if nkey(q) in held_out:
                 self.skipped_overlap += 1

@@ -122,3 +122,12 @@ def test_quoted_unknown_column_is_rejected_by_require_exec(tmp_path):
     assert df["exec_error"].to_list() == ["unknown_column", "unknown_column", None]
     reasons, _ = Filters(require_exec=True, min_chars=0).apply(df, run)
     assert reasons == ["exec_fail", "exec_fail", None]
+
+
+def test_the_oracle_filter_is_labelled_as_an_oracle():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["filters=oracle"])
+    stage = FilterStage(instantiate(cfg.filters))
+    assert stage.filters.require_gold and stage.filters.name == "oracle"
+    assert any("ORACLE" in n for n in stage.notices())
+    assert not FilterStage(Filters()).notices()  # the default filters say nothing

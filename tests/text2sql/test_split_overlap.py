@@ -39,3 +39,26 @@ def test_no_prompt_in_both_splits_with_rows_k_0_on_real_data(tmp_path, session_c
     assert len(train) > 7000 and len(ev) > 900
     assert not train & ev
     assert ctx.metrics.get("load.skipped_overlap") >= 1  # the seed-0 draw had one such question
+
+
+def test_n_train_all_takes_every_question_off_the_eval_tables():
+    rows = [{"question_id": f"q{t}-{k}", "table_id": f"t{t}", "question": q}
+            for t in range(40) for k, q in enumerate(["How many wins?", f"Only on table {t}?"])]
+    ds = WikiSqlDataset(n_train="all", n_eval=6, seed=1)
+    out = ds.sample(pl.DataFrame(rows))
+    train, ev = out.filter(pl.col("split") == "train"), out.filter(pl.col("split") == "eval")
+    eval_tables = set(ev["table_id"])
+    # every question on a non-eval table, except those asked on an eval table too
+    expected = sum(1 for r in rows if r["table_id"] not in eval_tables and r["question"] != "How many wins?")
+    assert train.height == expected == 40 - len(eval_tables)
+    assert not set(train["table_id"]) & eval_tables
+
+
+def test_n_train_must_be_a_positive_integer_or_all():
+    import pytest
+
+    from runner.stage import ConfigError
+
+    for bad in (0, -3, "most", 2.5):
+        with pytest.raises(ConfigError, match="n_train"):
+            WikiSqlDataset(n_train=bad, n_eval=6).validate()
