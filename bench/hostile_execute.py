@@ -70,10 +70,6 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="train rows (every 8th is runaway SQL)")
     ap.add_argument("--fixed-budget", type=float, default=1.0, help="the baseline's per-query budget (s)")
     args = ap.parse_args()
-    if not os.environ.get("RUNNER_DATA_DIR"):
-        shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-        if shared.exists():
-            os.environ["RUNNER_DATA_DIR"] = str(shared)
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         run = Path(tmp) / "run"
         metrics = prompts_run(args.n, run, Path(tmp) / "cache")

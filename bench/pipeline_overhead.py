@@ -89,10 +89,6 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=0, help="eval rows answered too (default 0: 1,000 rows in all)")
     ap.add_argument("--cache-dir", type=Path, default=None, help="reuse a cache dir (built database)")
     args = ap.parse_args()
-    if not os.environ.get("RUNNER_DATA_DIR"):
-        shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-        if shared.exists():
-            os.environ["RUNNER_DATA_DIR"] = str(shared)
     with tempfile.TemporaryDirectory(prefix="pipeline-overhead-") as tmp:
         cache = args.cache_dir or Path(tmp) / "cache"
         metrics, timing = run_pipeline(args.n_train, args.n_eval, Path(tmp) / "run", cache)

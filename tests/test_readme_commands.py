@@ -37,9 +37,15 @@ _CD = ["dataset.n_train=48", "dataset.n_test=16", "pipeline.net.width=32", "pipe
        "pipeline.stages.cd_eval.min_timing_s=0.0"]
 _LOGIT_KD = [*_TEXT2SQL, "pipeline.stages.kd_teacher_init.student.size=tiny",
              "pipeline.stages.kd_teacher_train.trainer.max_steps=2", "pipeline.stages.kd_teacher_eval.max_new_tokens=8"]
+# wikisql_full and its sweeps select trainer=torch (keys trainer.X) and set their own n_train lists.
+_FULL = [*_TEXT2SQL[1:], "trainer.max_steps=4", "trainer.eval_every=2", "trainer.dev_rows=8",
+         "trainer.warmup_steps=1"]
 # Smoke sizes appended to a command, by experiment.
 SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
-         "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD, "wikisql_logit_kd": _LOGIT_KD}
+         "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD, "wikisql_logit_kd": _LOGIT_KD,
+         "wikisql_full": ["dataset.n_train=60", *_FULL], "wikisql_scaling": ["dataset.n_train=40,60", *_FULL],
+         "wikisql_filter_ablation": ["dataset.n_train=60", *_FULL]}
+OWN_TRAINER = ("wikisql_full", "wikisql_scaling", "wikisql_filter_ablation")
 SWEEPER_SIZES = ["hydra.sweeper.n_trials=2"]
 
 # Substring of a command -> why it is not run here.
@@ -62,6 +68,8 @@ PLACEHOLDERS = {
     "outputs/multirun/wikisql_logit_kd/2026-11-22/10-00-00": ("wikisql_logit_kd", True),
     "outputs/wikisql_logit_kd/2026-11-22/10-00-00": ("wikisql_logit_kd", False),
     "outputs/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", False),
+    "outputs/multirun/wikisql_scaling/2026-11-22/10-00-00": ("wikisql_scaling", True),
+    "outputs/multirun/wikisql_filter_ablation/2026-11-22/10-00-00": ("wikisql_filter_ablation", True),
     "RUN_DIR": ("burgers_cd", False),
 }
 DATE_GLOB = "outputs/multirun/*/2026-11-22/*"  # a glob over one day's sweeps: today's here
@@ -88,7 +96,7 @@ def _experiment(cmd: str) -> str:
 
 def _sizes(cmd: str) -> list[str]:
     sizes = list(SIZES.get(_experiment(cmd), []))
-    if _experiment(cmd).startswith("wikisql") and "trainer=none" not in cmd:
+    if _experiment(cmd).startswith("wikisql") and "trainer=none" not in cmd and _experiment(cmd) not in OWN_TRAINER:
         sizes += _TRAIN
     if "hparams_search=" in cmd:
         sizes += SWEEPER_SIZES

@@ -82,23 +82,9 @@ def validate_kd(trainer: Any, store, own_writes: tuple[str, ...] = ()) -> None:
 def build_with_tokenizer(student: Any, tokenizer_dir: Path, out_dir: Path, seed: int) -> dict[str, Any]:
     """A scratch student (student.sizes[student.size]) that reuses an existing tokenizer folder,
     so its ids mean what the teacher's ids mean."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    arch = {k: v for k, v in student.sizes[student.size].items() if k != "vocab_size"}
-    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=student.max_position_embeddings,
-                         tie_word_embeddings=student.tie_word_embeddings, rope_theta=student.rope_theta,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, **arch)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return {"params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok)}
+    return student.build_with(AutoTokenizer.from_pretrained(tokenizer_dir), out_dir, seed)
 
 
 class ModelInit(Stage):

@@ -49,12 +49,17 @@ class ScratchStudent:
 
     def build(self, train_rows: list[dict], out_dir: Path, seed: int) -> dict[str, Any]:
         """Train the tokenizer on the training chats, build the model, save both to out_dir."""
+        tokenizer = train_bpe_tokenizer(chat_texts(train_rows), self.sizes[self.size]["vocab_size"],
+                                        self.min_frequency, self.pre_tokenizer)
+        return self.build_with(tokenizer, out_dir, seed)
+
+    def build_with(self, tokenizer, out_dir: Path, seed: int) -> dict[str, Any]:
+        """A random-init model of this size over `tokenizer` (its vocabulary sets vocab_size), saved
+        with the tokenizer to out_dir. Logit KD builds a student on its teacher's tokenizer here."""
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        arch = dict(self.sizes[self.size])
-        tokenizer = train_bpe_tokenizer(chat_texts(train_rows), arch.pop("vocab_size"), self.min_frequency,
-                                        self.pre_tokenizer)
+        arch = {k: v for k, v in self.sizes[self.size].items() if k != "vocab_size"}
         config = LlamaConfig(
             vocab_size=len(tokenizer), max_position_embeddings=self.max_position_embeddings,
             tie_word_embeddings=self.tie_word_embeddings, rope_theta=self.rope_theta,

@@ -7,6 +7,7 @@ batch b compute exactly the gradient of 1 process at batch 2b.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -21,6 +22,9 @@ from runner.student.kd_loss import KDConfig
 from runner.student.progress import TrainProgress
 from runner.student.schedule import SCHEDULES, Plan, lambda_scheduler
 from runner.student.train_result import TrainPaths, TrainResult
+
+
+_log = logging.getLogger("runner")
 
 
 class TorchTrainer:
@@ -217,6 +221,11 @@ class TorchTrainer:
             state["eval_s"] += time.perf_counter() - t_eval
             state["log"].append({"step": step, "loss": None, "valid_loss": v, "lr": None, "tokens": None,
                                  "elapsed_s": state["train_s"], "dev_gold": g})
+            if dist.is_main:  # in run.log too: a long run without a terminal still shows its curve
+                rate = state["tokens"] / state["train_s"] if state["train_s"] else 0.0
+                _log.info("train: step %d/%d, valid loss %s, dev gold %s, %.0f tokens/s, %.0f s", step,
+                          plan.total_steps, "null" if v is None else f"{v:.4f}", "null" if g is None else f"{g:.3f}",
+                          rate, time.perf_counter() - t_start)
             score = {"valid_loss": None if v is None else -v, "dev_gold": g}.get(self.checkpoint_select)
             if score is not None and step > 0 and (state["best_score"] is None or score > state["best_score"]):
                 state["best_score"], state["best_step"], state["dev_gold"] = score, step, g

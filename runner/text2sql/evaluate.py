@@ -14,7 +14,7 @@ import polars as pl
 
 from runner.stage import Stage
 from runner.text2sql.cleaner import clean_sql
-from runner.text2sql.executor import SqlExecutor
+from runner.text2sql.executor import ERROR_KINDS, SqlExecutor
 from runner.text2sql.quality import counts, rates
 from runner.text2sql.scoring import SCORED_TYPES, score_sql
 
@@ -95,8 +95,9 @@ class ExecuteStage(Stage):
         ctx.store.write("teacher_exec", df)
         ctx.timer.add_items(df.height)
         ctx.timer.add_latencies(df["exec_s"].to_list())
-        for kind, n in counts(df, "exec_error").items():
-            ctx.metrics.log(f"exec_error.{kind}", n)
+        seen = counts(df, "exec_error")
+        for kind in ERROR_KINDS:  # every kind, 0 included: "no unknown_column" is a measurement too
+            ctx.metrics.log(f"exec_error.{kind}", seen.get(kind, 0))
         log_split_rates(ctx, df, ("exec_pass_rate", "gold_match_rate"))
 
 

@@ -1,0 +1,71 @@
+"""wikisql_full, wikisql_scaling and wikisql_filter_ablation through the CLI at smoke size: the
+commands users type (README), with size overrides only. What they must hold whatever the size:
+the checkpoint is chosen on a dev split of train tables (never an eval row or table), the sweeps
+run on Hydra's default folders, the oracle is labelled, and the report draws the reference lines."""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from runner.report import build_report
+from tests.conftest import read_metrics, requires_data, run_cli
+
+pytestmark = requires_data
+
+# trainer=torch in these experiments: its keys are trainer.X. Tiny sizes, a few steps, 8 dev rows.
+SMOKE = ["dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20", "trainer.max_steps=6",
+         "trainer.eval_every=3", "trainer.dev_rows=8", "trainer.warmup_steps=2",
+         "pipeline.stages.student_pre.max_new_tokens=8", "pipeline.stages.student_post.max_new_tokens=8"]
+
+
+def jobs(sweep):
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def test_wikisql_full_picks_its_checkpoint_on_train_tables_only(tmp_path):
+    proc, run = run_cli(["+experiment=wikisql_full", "dataset.n_train=80", *SMOKE], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = read_metrics(run)
+    assert m["status"] == "ok" and m["train.checkpoint"] == "dev_gold" and m["train.dev_rows"] > 0
+    assert m["train.best_step"] in (3, 6) and m["train.dev_gold"] is not None
+    log = pl.read_parquet(run / "artifacts" / "train_log.parquet")
+    assert log.filter(pl.col("dev_gold").is_not_null())["step"].to_list() == [0, 3, 6]
+    # the dev rows are distilled valid rows: train tables, never an eval row or an eval table
+    art = run / "artifacts"
+    prompts = pl.read_parquet(art / "prompts.parquet")
+    dev = pl.read_parquet(art / "distilled.parquet").filter(pl.col("ft_split") == "valid").head(m["train.dev_rows"])
+    ev = prompts.filter(pl.col("split") == "eval")
+    assert dev.height == m["train.dev_rows"]
+    assert not set(dev["table_id"]) & set(ev["table_id"]) and not set(dev["sample_id"]) & set(ev["sample_id"])
+    # eval tables appear in no training, dev or valid row
+    train_tables = set(prompts.filter(pl.col("split") == "train")["table_id"])
+    assert not train_tables & set(ev["table_id"])
+    assert not prompts["user"].str.contains("/* first", literal=True).any()  # rows_k=0: schema only
+    tok = json.loads((art / "student_base" / "tokenizer.json").read_text())
+    assert "Split" in json.dumps(tok["pre_tokenizer"])  # the words pre-tokenizer
+
+
+def test_scaling_sweep_runs_on_default_folders_and_plots_against_n_train(tmp_path):
+    proc, sweep = run_cli(["-m", "+experiment=wikisql_scaling", "dataset.n_train=40,80", *SMOKE], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sweep.parent.parent.name == "wikisql_scaling" and sweep.parts[-4] == "multirun"
+    ms = [read_metrics(j) for j in jobs(sweep)]
+    assert [m["load.train"] for m in ms] == [40, 80] and all(m["status"] == "ok" for m in ms)
+    assert all(m["compare.teacher_gold_match_rate"] is not None for m in ms)
+    report = build_report([sweep])
+    png = report.out_dir / "report_plots" / "student_post.gold_match_rate__vs__dataset.n_train.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_filter_ablation_labels_the_oracle(tmp_path):
+    proc, sweep = run_cli(["-m", "+experiment=wikisql_filter_ablation", "dataset.n_train=80", *SMOKE], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    by_name = {m["filter.name"]: m for m in (read_metrics(j) for j in jobs(sweep))}
+    assert set(by_name) == {"none", "default", "oracle"}
+    oracle = by_name["oracle"]
+    assert oracle["filter.oracle"] is True and any("ORACLE" in n for n in oracle["run.notices"])
+    assert oracle["distilled.gold_match_rate"] == 1.0
+    assert by_name["none"]["filter.oracle"] is False and not any("ORACLE" in n for n in by_name["none"]["run.notices"])
+    # no filter keeps the most rows, the oracle the fewest
+    assert by_name["none"]["distilled.count"] >= by_name["default"]["distilled.count"] > oracle["distilled.count"]
