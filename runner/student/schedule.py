@@ -33,11 +33,14 @@ class Plan:
         decay = 1.0 - done if self.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
         return self.min_ratio + (1.0 - self.min_ratio) * decay
 
-    def fit_wall(self, step: int, step_s: float, elapsed_s: float, budget_s: float) -> int:
-        """Set total_steps so that the remaining steps at `step_s` each end within `budget_s`
-        (never more than the steps already planned, never fewer than `step`)."""
+    def fit_wall(self, step: int, step_s: float, elapsed_s: float, budget_s: float,
+                 overhead_per_step_s: float = 0.0) -> int:
+        """Set total_steps so that the remaining steps, at `step_s` each plus their share of
+        periodic work (validation: its time / eval_every), end within `budget_s` (never more than
+        the steps already planned, never fewer than `step`)."""
         left = max(0.0, 0.95 * budget_s - elapsed_s)  # 5 % slack: later steps run a little slower
-        self.total_steps = max(step, min(self.total_steps, step + int(left / max(step_s, 1e-9))))
+        per_step = max(step_s + overhead_per_step_s, 1e-9)
+        self.total_steps = max(step, min(self.total_steps, step + int(left / per_step)))
         return self.total_steps
 
 

@@ -270,11 +270,10 @@ class TorchTrainer:
                 state["tokens"] += int(tokens)
                 state["step"] = step = step + 1
                 if self.max_wall_s and step == probe_steps:  # fit the schedule to the wall budget
-                    evals_left = (plan.total_steps - step) // self.eval_every if self.eval_every else 0
+                    # validation time per training step: one validation's time / eval_every
                     eval_each = state["eval_s"] / max(1, sum(r["loss"] is None for r in state["log"]))
-                    total_steps = plan.fit_wall(step, state["train_s"] / step,
-                                                time.perf_counter() - t_start + evals_left * eval_each,
-                                                self.max_wall_s)
+                    total_steps = plan.fit_wall(step, state["train_s"] / step, time.perf_counter() - t_start,
+                                                self.max_wall_s, eval_each / self.eval_every if self.eval_every else 0.0)
                     bar.set_total(total_steps)
                 step_loss = loss_sum / n_target
                 state["log"].append({"step": step, "loss": step_loss, "valid_loss": None,
