@@ -92,7 +92,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, experiment: str = "default") -> R
         tracker = tracking.build(cfg.get("logger"))  # logger=none: None; a missing package fails here
         planned = pipeline.build(pcfg)
         quiet_third_party(type(p.stage).__module__ for p in planned)
-        pipeline.validate(planned, ctx)
+        pipeline.validate(planned, ctx, notes=list(pcfg.get("notes") or []))
         ctx.store.write_json("pipeline.json", pipeline.describe(planned))
         log.info("run folder: %s", run_dir)
         log.info("pipeline: %s", " -> ".join(p.name for p in planned))

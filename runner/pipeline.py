@@ -69,7 +69,7 @@ def _ordered(order, stages_cfg) -> list[tuple[str, Any]]:
     return [(n, stages_cfg[n]) for n in order]
 
 
-def validate(planned: list[PlannedStage], ctx: RunContext) -> None:
+def validate(planned: list[PlannedStage], ctx: RunContext, notes: list[str] | None = None) -> None:
     """Every stage's own checks, then the data chain: each input is written by an earlier
     enabled stage or already exists on disk (this run or `pipeline.reuse_from`)."""
     produced: dict[str, str] = {}
@@ -88,7 +88,8 @@ def validate(planned: list[PlannedStage], ctx: RunContext) -> None:
                     "folder that has it."), p.name)
         for art in p.stage.writes:
             produced[art] = p.name
-    notes = list(dict.fromkeys(n for p in planned for n in p.stage.notices()))
+    # the experiment's own notes (pipeline.notes), then each stage's (e.g. a simulated teacher)
+    notes = list(dict.fromkeys([*(notes or []), *(n for p in planned for n in p.stage.notices())]))
     for note in notes:
         ctx.log.warning("NOTE: %s", note)
     if notes:

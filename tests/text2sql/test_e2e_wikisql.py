@@ -137,3 +137,8 @@ def test_wikisql_1k_end_to_end(tmp_path):
     assert 0.35 <= m["teacher.gold_match_rate"] <= 0.65
     assert m["gate.passed"] is True and m["distilled.exec_pass_rate"] == 1.0
     assert m["distilled.count"] == m["distilled.train_rows"] + m["distilled.valid_rows"]
+    # the main job says what its student cannot show, and where to go instead; the teacher is simulated
+    assert any("wikisql_full" in n for n in m["run.notices"]) and any("SIMULATED" in n for n in m["run.notices"])
+    assert m["exec_error.unknown_column"] == 0  # the simulator never double-quotes a value (measured, not absent)
+    assert m["teacher.cost_usd"] is None and "simulated" in m["teacher.cost_reason"]
+    assert m["teacher.setup_s"] is not None and m["teacher.generation_wall_s"] > 0
