@@ -31,8 +31,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 import runner.resolvers  # noqa: E402,F401
 from runner.app import execute  # noqa: E402
-from runner.text2sql.evaluate import clean_frame, execute_frame  # noqa: E402
-from runner.text2sql.executor import SqlExecutor  # noqa: E402
+from runner.text2sql.evaluate import clean_frame, execute_frame, executor_from  # noqa: E402
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 RUNAWAY = ("WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) FROM r",
@@ -59,7 +58,7 @@ def hostile_frame(run_dir: Path) -> pl.DataFrame:
 
 
 def timed_execute(df: pl.DataFrame, db: dict, budget: float) -> tuple[float, pl.DataFrame]:
-    with SqlExecutor(db["path"], timeout_s=budget, max_rows=db["max_rows"], table_alias=db["table_alias"]) as ex:
+    with executor_from(db, timeout_s=budget) as ex:
         t0 = time.perf_counter()
         out = execute_frame(df, ex)
         return time.perf_counter() - t0, out
@@ -78,7 +77,7 @@ def main() -> None:
         auto = db["timeout_s"]
         fixed_s, fixed = timed_execute(df, db, args.fixed_budget)
         auto_s, out = timed_execute(df, db, auto)
-        with SqlExecutor(db["path"], timeout_s=auto, table_alias=db["table_alias"]) as ex:
+        with executor_from(db) as ex:
             gold = [ex.execute(s, t) for s, t in df.select("gold_sql", "sql_table").iter_rows()]
     runaway = sum(1 for i in range(df.height) if i % 8 == 7)
     gold_over = sum(r.error_kind == "timeout" for r in gold)

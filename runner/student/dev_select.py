@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from runner.text2sql.cleaner import clean_sql
-from runner.text2sql.executor import SqlExecutor
+from runner.text2sql.evaluate import executor_from
 from runner.text2sql.prompt import chat_messages
 from runner.text2sql.scoring import score_sql
 
@@ -55,8 +55,7 @@ class DevSet:
         if was_training:
             model.train()
         hits = 0
-        with SqlExecutor(self.db["path"], timeout_s=self.db.get("timeout_s", 1.0),
-                         max_rows=self.db.get("max_rows", 1000), table_alias=self.db.get("table_alias")) as ex:
+        with executor_from(self.db) as ex:
             for g, (gold, table) in zip(gens, self.rows.select("gold_sql", "sql_table").iter_rows()):
                 hits += score_sql(ex, clean_sql(g.text).sql, gold, table).gold_match
         return hits / len(gens) if gens else 0.0

@@ -69,6 +69,8 @@ class Train(Stage):
         from runner.student.kd_stages import kd_reads
 
         self.reads = Train.reads + kd_reads(trainer)  # logit KD: the teacher and its stored logits
+        if getattr(trainer, "checkpoint_select", "last") == "dev_gold":
+            self.reads += ("distilled", "prompts", "database.json")  # the dev split and its scorer
 
     def validate(self, ctx) -> None:
         key = getattr(self.trainer, "config_key", "trainer")
@@ -81,8 +83,6 @@ class Train(Stage):
             raise ConfigError(f"{key}.num_layers={self.trainer.num_layers} leaves the embeddings and "
                               f"lower layers of a scratch student at their random init; use {key}.num_layers=-1")
         self.trainer.validate(self.name)
-        if getattr(self.trainer, "checkpoint_select", "last") == "dev_gold":
-            self.reads = (*self.reads, "distilled", "prompts", "database.json")  # the dev split and its scorer
         from runner.student.kd_stages import validate_kd
 
         validate_kd(self.trainer, ctx.store, self.writes)

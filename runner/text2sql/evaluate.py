@@ -26,9 +26,14 @@ def open_executor(ctx) -> SqlExecutor:
     path = ctx.store.locate("database.json")
     if path is None:
         raise FileNotFoundError("artifacts/database.json not found: run the `load` stage first")
-    info = json.loads(path.read_text())
-    return SqlExecutor(info["path"], timeout_s=info.get("timeout_s", 1.0), max_rows=info.get("max_rows", 1000),
-                       table_alias=info.get("table_alias"))
+    return executor_from(json.loads(path.read_text()))
+
+
+def executor_from(info: dict, timeout_s: float | None = None) -> SqlExecutor:
+    """The executor a database.json describes (path, budget, row cap, table alias); `timeout_s`
+    overrides its budget (benchmarks compare budgets on the same database)."""
+    return SqlExecutor(info["path"], timeout_s=timeout_s if timeout_s is not None else info.get("timeout_s", 1.0),
+                       max_rows=info.get("max_rows", 1000), table_alias=info.get("table_alias"))
 
 
 def clean_frame(df: pl.DataFrame, text_col: str = "generation") -> pl.DataFrame:
