@@ -150,6 +150,8 @@ class _Dispatcher:
             for task in (all_done, *workers):
                 task.cancel()
             await asyncio.gather(all_done, *workers, return_exceptions=True)
+            if hasattr(self.provider, "aclose"):
+                await self.provider.aclose()  # e.g. the HTTP session bound to this loop
 
     async def worker(self) -> None:
         while True:

@@ -22,6 +22,7 @@ class Provider:
       setup()                   heavy one-time work (imports, model loading); idempotent
       session()                 context held while requests are being sent (default: nothing)
       async acomplete(request)  one attempt -> Completion, or raise ProviderError(kind, msg, retry_after)
+      async aclose()            after the last attempt of a generate() call, on its loop (default: nothing)
       batched / complete_batch  in-process models: list of requests -> list of Completions (same order),
                                 run in a worker thread in batches of up to batch_size
     """
@@ -102,6 +103,9 @@ class Provider:
 
     async def acomplete(self, request: Request) -> Completion:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.acomplete")
+
+    async def aclose(self) -> None:
+        """Awaited by the engine on its event loop when a generate() call ends (e.g. an HTTP session)."""
 
     def complete_batch(self, requests: list[Request]) -> list[Completion]:  # pragma: no cover
         """Batched providers only: one Completion per request, same order (runs in a worker thread)."""

@@ -2,7 +2,9 @@
 
 litellm is imported on first use (it takes seconds), with its bundled cost map (no network).
 Its own retries are switched off: the engine retries, so every provider behaves the same.
-Failures are mapped to ProviderError kinds the engine understands.
+Failures are mapped to ProviderError kinds the engine understands. `provider.client` picks the
+wire path: litellm's, or the light OpenAI-compatible client (runner.providers.openai_http) that
+`auto` takes for a server named by api_base, where litellm's CPU per call would set the pace.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from runner.engine.types import Completion, ProviderError, Request
 from runner.providers.base import Provider
+from runner.providers.openai_http import OpenAIHTTP, choose_client, parse_retry_after, unit_prices
 from runner.secrets import read_secret
 from runner.stage import ConfigError
 
@@ -39,18 +42,26 @@ class LiteLLMProvider(Provider):
     modes = ("online", "batch")  # batch: OpenAI-compatible files + batches endpoints (runner.providers.batch)
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
-                 **base: Any):
+                 client: str = "auto", **base: Any):
         super().__init__(model, **base)
         self.api_base = api_base
         self.api_key_env = api_key_env
+        self.client = client
         self._api_key: str | None = None
         self._warm = False
+        self._http: OpenAIHTTP | None = None
+
+    @property
+    def wire(self) -> str:
+        """The client that sends the requests: litellm | http (provider.client resolved)."""
+        return choose_client(self.client, self.model, self.api_base)
 
     def validate(self) -> None:
         super().validate()
         if self.api_base is not None and not str(self.api_base).startswith(("http://", "https://")):
             raise ConfigError(f"provider.api_base={self.api_base!r} must be an http(s) URL, "
                               f"e.g. http://localhost:8000/v1")
+        self.wire  # noqa: B018 - provider.client: a bad value or an incompatible route fails here
         # Fails here, before any request, naming the variable to set.
         self._api_key = read_secret(self.api_key_env, what=f"provider {self.model}")
         if self.mode == "batch":
@@ -60,7 +71,13 @@ class LiteLLMProvider(Provider):
 
     def setup(self) -> None:
         # Seconds of imports, kept out of the first requests' timeouts and off the event loop.
-        load_litellm()
+        litellm = load_litellm()
+        if self.wire == "http":
+            if self._http is None:  # litellm names the price once; the light client sends
+                key = self.call_kwargs().get("api_key")
+                self._http = OpenAIHTTP(self.model, self.api_base, key, self.concurrency, self.timeout_s,
+                                        unit_prices(litellm, self.model))
+            return
         if not self._warm:
             self._warm = True
             if self.api_base or self.model.split("/")[0] in _OPENAI_COMPATIBLE:
@@ -84,7 +101,11 @@ class LiteLLMProvider(Provider):
     def endpoint(self) -> str:
         where = self.api_base or f"litellm's default endpoint for {self.model.split('/')[0]!r}"
         key = f", key from ${self.api_key_env}" if self.api_key_env else ""  # the variable's name, never the key
-        return f"model {self.model} at {where}{key}"
+        return f"model {self.model} at {where}{key} ({self.wire} client)"
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
 
     def call_kwargs(self) -> dict[str, Any]:
         # drop_params: a sampling param the provider does not take is dropped, not an error.
@@ -102,6 +123,8 @@ class LiteLLMProvider(Provider):
         return kwargs
 
     async def acomplete(self, request: Request) -> Completion:
+        if self._http is not None:
+            return await self._http.complete(request.messages, sample_params(self.generation_params(), request.sample))
         litellm = load_litellm()
         try:
             resp = await litellm.acompletion(model=self.model, messages=request.messages,
@@ -206,13 +229,4 @@ def retry_after(e: Exception) -> float | None:
         headers = headers or getattr(e, attr, None)
     response = getattr(e, "response", None)
     headers = headers or getattr(response, "headers", None)
-    if not headers:
-        return None
-    try:
-        if headers.get("retry-after-ms") is not None:
-            return float(headers["retry-after-ms"]) / 1000.0
-        if headers.get("retry-after") is not None:
-            return float(headers["retry-after"])
-    except (TypeError, ValueError):  # an HTTP date instead of seconds: fall back to backoff
-        return None
-    return None
+    return parse_retry_after(headers) if headers else None

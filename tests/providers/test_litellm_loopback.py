@@ -1,4 +1,8 @@
-"""litellm provider + engine against a real loopback HTTP server (no network, no key)."""
+"""litellm provider + engine against a real loopback HTTP server (no network, no key).
+
+Every test runs on both wire paths of the provider (provider.client): litellm's acompletion and
+the light OpenAI-compatible client that `auto` picks for an api_base server.
+"""
 from __future__ import annotations
 
 import os
@@ -21,10 +25,43 @@ from tests.providers.openai_server import Action, LoopbackServer
 REPO = Path(__file__).resolve().parents[2]
 
 
+CLIENT = "auto"  # set per test by the `client` fixture
+
+
+@pytest.fixture(params=["http", "litellm"], autouse=True)
+def client(request, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CLIENT", request.param)
+    return request.param
+
+
 def provider(srv: LoopbackServer, **kw) -> LiteLLMProvider:
     kw = {"concurrency": 8, "max_retries": 3, "timeout_s": 5.0, "backoff_base_s": 0.01,
-          "backoff_max_s": 0.05, **kw}
+          "backoff_max_s": 0.05, "client": CLIENT, **kw}
     return LiteLLMProvider("openai/loopback", api_base=srv.api_base, **kw)
+
+
+def test_auto_takes_the_light_client_only_for_an_openai_compatible_api_base():
+    assert LiteLLMProvider("openai/m", api_base="http://127.0.0.1:1/v1").wire == "http"
+    assert LiteLLMProvider("hosted_vllm/m", api_base="http://127.0.0.1:1/v1").wire == "http"
+    assert LiteLLMProvider("openai/gpt-4o-mini").wire == "litellm"  # hosted: litellm maps params per model
+    assert LiteLLMProvider("anthropic/claude-3-5-haiku-20241022", api_base="http://x/v1").wire == "litellm"
+    with pytest.raises(ConfigError, match="provider.client=litellm"):
+        LiteLLMProvider("anthropic/claude-3-5-haiku-20241022", client="http").validate()
+    with pytest.raises(ConfigError, match="one of auto, litellm, http"):
+        LiteLLMProvider("openai/m", client="fast").validate()
+
+
+def test_light_client_prices_from_litellms_map(tmp_path, client):
+    """A model litellm knows is priced on both paths, the same way (usage x the map's unit prices)."""
+    with LoopbackServer() as srv:
+        p = LiteLLMProvider("openai/gpt-4o-mini", api_base=srv.api_base, client=client, max_retries=0)
+        res = generate(p, requests(2), cache_dir=tmp_path, progress=False)
+    from runner.providers.litellm_provider import load_litellm
+
+    per_in, per_out = load_litellm().cost_per_token(model="openai/gpt-4o-mini", prompt_tokens=1, completion_tokens=1)
+    for r in res.responses:
+        assert r.cost_usd == pytest.approx(r.tokens_in * per_in + r.tokens_out * per_out, rel=1e-6)
+        assert r.cost_usd > 0
 
 
 def requests(n: int, prefix: str = "q") -> list[Request]:
@@ -151,7 +188,7 @@ _CHILD = textwrap.dedent("""
     import sys
     from runner.engine import Request, generate
     from runner.providers.litellm_provider import LiteLLMProvider
-    p = LiteLLMProvider("openai/loopback", api_base=sys.argv[1], concurrency=4, max_retries=0)
+    p = LiteLLMProvider("openai/loopback", api_base=sys.argv[1], concurrency=4, max_retries=0, client=sys.argv[4])
     reqs = [Request(id=f"r{i}", messages=[{"role": "user", "content": f"q{i}"}]) for i in range(int(sys.argv[3]))]
     generate(p, reqs, cache_dir=sys.argv[2], progress=False)
 """)
@@ -161,7 +198,7 @@ def test_sigkill_mid_run_then_rerun_resends_nothing_answered(tmp_path):
     n = 120  # ~3 s of work for the child: killed after ~0.5 s even on a busy machine
     with LoopbackServer(lambda p, a: Action(delay_s=0.1)) as srv:
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, srv.api_base, str(tmp_path), str(n)],
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, srv.api_base, str(tmp_path), str(n), CLIENT],
                                  cwd=REPO, env=env)
         deadline = time.monotonic() + 60
         while srv.total < 20 and time.monotonic() < deadline and child.poll() is None:
