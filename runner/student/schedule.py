@@ -19,6 +19,11 @@ class Plan:
     warmup_steps: int = 0
     schedule: str = "cosine"
     min_ratio: float = 0.0  # the floor of linear/cosine decay, as a fraction of the peak lr
+    cap: int | None = None  # the most steps a refit may plan (epochs or max_steps); default total_steps
+
+    def __post_init__(self) -> None:
+        if self.cap is None:
+            self.cap = self.total_steps
 
     def factor(self, step: int) -> float:
         """Multiplier of the peak learning rate at optimizer step `step` (0-based)."""
@@ -37,10 +42,10 @@ class Plan:
                  overhead_per_step_s: float = 0.0) -> int:
         """Set total_steps so that the remaining steps, at `step_s` each plus their share of
         periodic work (validation: its time / eval_every), end within `budget_s` (never more than
-        the steps already planned, never fewer than `step`)."""
+        `cap`, never fewer than `step`). Called again later, it corrects an early estimate."""
         left = max(0.0, 0.95 * budget_s - elapsed_s)  # 5 % slack: later steps run a little slower
         per_step = max(step_s + overhead_per_step_s, 1e-9)
-        self.total_steps = max(step, min(self.total_steps, step + int(left / per_step)))
+        self.total_steps = max(step, min(self.cap, step + int(left / per_step)))
         return self.total_steps
 
 

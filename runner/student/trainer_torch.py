@@ -269,11 +269,19 @@ class TorchTrainer:
                 state["train_s"] += time.perf_counter() - t0
                 state["tokens"] += int(tokens)
                 state["step"] = step = step + 1
-                if self.max_wall_s and step == probe_steps:  # fit the schedule to the wall budget
+                # Fit the schedule to the wall budget after the first timed steps, then again at each
+                # validation of the first half (the first steps run slow; while the cosine is still
+                # near its peak a new horizon bends it little). Step time: since the previous fit.
+                refit = step == probe_steps or (self.eval_every and step % self.eval_every == 0
+                                                and step < plan.total_steps // 2)
+                if self.max_wall_s and refit and step >= probe_steps:
+                    mark_step, mark_s = state.get("fit_mark", (0, 0.0))
+                    step_s = (state["train_s"] - mark_s) / max(1, step - mark_step)
+                    state["fit_mark"] = (step, state["train_s"])
                     # validation time per training step: one validation's time / eval_every
                     eval_each = state["eval_s"] / max(1, sum(r["loss"] is None for r in state["log"]))
-                    total_steps = plan.fit_wall(step, state["train_s"] / step, time.perf_counter() - t_start,
-                                                self.max_wall_s, eval_each / self.eval_every if self.eval_every else 0.0)
+                    total_steps = plan.fit_wall(step, step_s, time.perf_counter() - t_start, self.max_wall_s,
+                                                eval_each / self.eval_every if self.eval_every else 0.0)
                     bar.set_total(total_steps)
                 step_loss = loss_sum / n_target
                 state["log"].append({"step": step, "loss": step_loss, "valid_loss": None,

@@ -28,6 +28,9 @@ def test_plan_matches_the_named_schedules_and_refits_to_a_wall_budget():
     assert q.fit_wall(step=20, step_s=0.5, elapsed_s=15.0, budget_s=60.0) == 104
     assert q.factor(104) == pytest.approx(0.0) and 0 < q.factor(60) < 1  # the cosine now ends at 104
     assert Plan(50, 10).fit_wall(step=20, step_s=0.5, elapsed_s=15.0, budget_s=60.0) == 50  # never more
+    # a later refit corrects a slow first estimate (steps now 0.25 s, 40 s of 57 left): up to the cap
+    assert q.fit_wall(step=50, step_s=0.25, elapsed_s=30.0, budget_s=60.0) == 50 + 108
+    assert Plan(120, 10).fit_wall(step=50, step_s=0.25, elapsed_s=30.0, budget_s=60.0) == 120  # the cap
     # validation every 10 steps taking 5 s adds 0.5 s per step: half as many steps fit (42, not 84)
     assert Plan(1000, 10).fit_wall(step=20, step_s=0.5, elapsed_s=15.0, budget_s=60.0,
                                    overhead_per_step_s=5.0 / 10) == 20 + 42
