@@ -90,9 +90,13 @@ class OpenAIHTTP:
     async def complete(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
         import aiohttp
 
-        body = {"model": self.model, "messages": messages, **params}
+        # extra_body / extra_headers as the OpenAI SDK (and litellm) read them: merged, not sent as keys
+        params = dict(params)
+        body = {"model": self.model, "messages": messages, **params.pop("extra_body", {}), **params}
+        body.pop("extra_headers", None)
+        headers = {**self.headers, **params.get("extra_headers", {})}
         try:
-            async with self.session().post(self.url, data=json.dumps(body), headers=self.headers) as resp:
+            async with self.session().post(self.url, data=json.dumps(body), headers=headers) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
         except asyncio.TimeoutError as e:

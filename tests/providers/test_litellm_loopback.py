@@ -221,3 +221,19 @@ def test_sigkill_mid_run_then_rerun_resends_nothing_answered(tmp_path):
     cached_prompts = {f"q{i}" for i, r in enumerate(res.responses) if r.cache_hit}
     assert all(resent[p] == 0 for p in cached_prompts)  # nothing already answered is sent again
     assert all(r.error is None for r in res.responses)
+
+
+def test_params_reach_the_server_as_the_openai_sdk_sends_them(tmp_path):
+    bodies = []
+
+    def plan(prompt, attempt, body):
+        bodies.append(body)
+        return Action()
+
+    with LoopbackServer(plan) as srv:
+        p = provider(srv, temperature=0.5, max_tokens=33, params={"extra_body": {"top_k": 5}})
+        res = generate(p, requests(1), cache_dir=tmp_path, progress=False)
+    assert res.responses[0].error is None
+    body = bodies[0]
+    assert body["model"] == "loopback" and body["temperature"] == 0.5 and body["max_tokens"] == 33
+    assert body["top_k"] == 5 and "extra_body" not in body
