@@ -69,3 +69,33 @@ def test_filter_ablation_labels_the_oracle(tmp_path):
     assert by_name["none"]["filter.oracle"] is False and not any("ORACLE" in n for n in by_name["none"]["run.notices"])
     # no filter keeps the most rows, the oracle the fewest
     assert by_name["none"]["distilled.count"] >= by_name["default"]["distilled.count"] > oracle["distilled.count"]
+
+
+def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path):
+    """wikisql_logit_kd_full as the README shows it: the teacher is an earlier wikisql_full run's
+    student (pipeline.reuse_from), evaluated again on the same held-out rows; the student shares its
+    tokenizer; without a teacher run the command fails in seconds, naming the fix. (A teacher trained
+    on this run's eval tables is refused: tests/student/test_kd_stages.py.)"""
+    proc, teacher_run = run_cli(["+experiment=wikisql_full", "dataset.n_train=80", *SMOKE], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    t = read_metrics(teacher_run)
+    reuse = f"pipeline.reuse_from=[{teacher_run}]"
+    proc, run = run_cli(["+experiment=wikisql_logit_kd_full", reuse, "dataset.n_train=80", *SMOKE], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = read_metrics(run)
+    assert m["status"] == "ok" and m["train.steps"] == 6 and m["train.kd_alpha"] == 0.5
+    # the same model on the same held-out rows: the teacher's scores are reproduced exactly
+    for key in ("gold_match_rate", "exec_pass_rate", "rows"):
+        assert m[f"kd_teacher_eval.{key}"] == t[f"student_post.{key}"], key
+    art = run / "artifacts"
+    n_train = len((art / "train.jsonl").read_text().splitlines())
+    assert m["train.kd_teacher_s"] > 0 and m["teacher_logits.rows"] == n_train - m["train.dropped_rows"] > 0
+    assert (art / "student_base" / "tokenizer.json").read_bytes() == \
+        (teacher_run / "artifacts" / "student_base" / "tokenizer.json").read_bytes()
+    assert (teacher_run / "artifacts" / "student_model").exists()  # the teacher is read, never replaced
+    assert any("KD teacher" in n for n in m["run.notices"])
+
+    proc, none = run_cli(["+experiment=wikisql_logit_kd_full", "dataset.n_train=80", *SMOKE], tmp_path / "none")
+    assert proc.returncode == 1
+    m = read_metrics(none)
+    assert "pipeline.reuse_from" in m["error"] and "student_model/" in m["error"] and "teacher.requests" not in m

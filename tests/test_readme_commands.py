@@ -44,8 +44,9 @@ _FULL = [*_TEXT2SQL[1:], "trainer.max_steps=4", "trainer.eval_every=2", "trainer
 SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
          "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD, "wikisql_logit_kd": _LOGIT_KD,
          "wikisql_full": ["dataset.n_train=60", *_FULL], "wikisql_scaling": ["dataset.n_train=40,60", *_FULL],
-         "wikisql_filter_ablation": ["dataset.n_train=60", *_FULL]}
-OWN_TRAINER = ("wikisql_full", "wikisql_scaling", "wikisql_filter_ablation")
+         "wikisql_filter_ablation": ["dataset.n_train=60", *_FULL],
+         "wikisql_logit_kd_full": ["dataset.n_train=60", *_FULL]}
+OWN_TRAINER = ("wikisql_full", "wikisql_scaling", "wikisql_filter_ablation", "wikisql_logit_kd_full")
 SWEEPER_SIZES = ["hydra.sweeper.n_trials=2"]
 
 # Substring of a command -> why it is not run here.
@@ -68,6 +69,8 @@ PLACEHOLDERS = {
     "outputs/multirun/wikisql_logit_kd/2026-11-22/10-00-00": ("wikisql_logit_kd", True),
     "outputs/wikisql_logit_kd/2026-11-22/10-00-00": ("wikisql_logit_kd", False),
     "outputs/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", False),
+    "outputs/multirun/wikisql_logit_kd_full/2026-11-22/10-00-00": ("wikisql_logit_kd_full", True),
+    "outputs/wikisql_full/2026-11-22/10-00-00": ("wikisql_full", False),
     "outputs/multirun/wikisql_scaling/2026-11-22/10-00-00": ("wikisql_scaling", True),
     "outputs/multirun/wikisql_filter_ablation/2026-11-22/10-00-00": ("wikisql_filter_ablation", True),
     "RUN_DIR": ("burgers_cd", False),

@@ -41,14 +41,34 @@ def kd_reads(trainer: Any) -> tuple[str, ...]:
         (("teacher_logits/",) if kd.mode == "offline" else ())
 
 
+def locate_input(store, name: str, own_writes: tuple[str, ...] = ()) -> Path | None:
+    """An input folder artifact. One the stage also writes (student_model/ of a reused run) is
+    looked up in the pipeline.reuse_from runs only, never in this run's own output."""
+    dirs = store.fallback_dirs if name in own_writes else [store.root, *store.fallback_dirs]
+    name = name.rstrip("/")
+    return next((d / name for d in dirs if (d / name).exists()), None)
+
+
 def resolve_teacher(kd, store, own_writes: tuple[str, ...] = ()) -> Path | None:
-    """The teacher's folder. An artifact this stage also writes (student_model/ from a reused run)
-    is looked up in the pipeline.reuse_from runs only, never in this run's own output."""
+    """The teacher's folder: a path on disk, or an artifact (see locate_input)."""
     if not is_artifact(kd.teacher):
         return Path(os.path.expanduser(kd.teacher))
-    dirs = store.fallback_dirs if kd.teacher in own_writes else [store.root, *store.fallback_dirs]
-    name = kd.teacher.rstrip("/")
-    return next((d / name for d in dirs if (d / name).exists()), None)
+    return locate_input(store, kd.teacher, own_writes)
+
+
+def check_teacher_tables(teacher: Path, store) -> None:
+    """A teacher from another run must not have trained on this run's held-out tables: its logits
+    would carry their answers. Checked from that run's questions.parquet (a plain HF folder has none)."""
+    theirs = teacher.parent / "questions.parquet"
+    ours = store.root / "questions.parquet"
+    if theirs.resolve() == ours.resolve() or not theirs.exists() or not ours.exists():
+        return
+    seen = set(pl.read_parquet(theirs, columns=["table_id", "split"]).filter(pl.col("split") != "eval")["table_id"])
+    held_out = set(pl.read_parquet(ours, columns=["table_id", "split"]).filter(pl.col("split") == "eval")["table_id"])
+    if leak := sorted(seen & held_out):
+        raise ConfigError(f"kd.teacher {teacher} was trained on {len(leak)} tables of this run's held-out eval "
+                          f"split (e.g. {leak[:3]}): its logits would leak their answers. Fix: reuse a run made "
+                          "with the same dataset settings (dataset.*, seed), or train the teacher in this run")
 
 
 def prepare_train(trainer: Any, store, own_writes: tuple[str, ...]) -> None:
@@ -60,6 +80,7 @@ def prepare_train(trainer: Any, store, own_writes: tuple[str, ...]) -> None:
     if trainer.kd_teacher_dir is None:
         raise ConfigError(f"{trainer.config_key}.kd.teacher={kd.teacher}: artifact not found in this run "
                           "or pipeline.reuse_from")
+    check_teacher_tables(trainer.kd_teacher_dir, store)
     trainer.kd_logits_dir = store.locate("teacher_logits/") if kd.mode == "offline" else None
 
 
@@ -109,7 +130,11 @@ class ModelInit(Stage):
         _remove(tmp)
         seed = ctx.stage_seed(self.name)
         if self.tokenizer_from:
-            info = build_with_tokenizer(self.student, ctx.store.locate(self.tokenizer_from), tmp, seed)
+            source = locate_input(ctx.store, self.tokenizer_from, self.writes)
+            if source is None:
+                raise FileNotFoundError(f"{self.name}.tokenizer_from={self.tokenizer_from}: not found in this run "
+                                        "or pipeline.reuse_from")
+            info = build_with_tokenizer(self.student, source, tmp, seed)
         else:
             info = self.student.build(rows, tmp, seed)
         _remove(out)
@@ -189,6 +214,7 @@ class TeacherLogitsStage(Stage):
             return
         kd = kd_of(self.trainer)
         teacher = resolve_teacher(kd, ctx.store)
+        check_teacher_tables(teacher, ctx.store)
         base = ctx.store.locate("student_base/")
         if base is not None and (diff := tokenizer_difference(teacher, base)):
             raise ConfigError(f"{self.trainer.config_key}.kd: teacher and student tokenizers differ: {diff}")

@@ -208,3 +208,30 @@ def test_pipeline_order_must_name_every_stage():
         _ordered(["c", "a"], stages)
     with pytest.raises(ConfigError, match=r"unknown \['z'\]"):
         _ordered(["c", "a", "b", "z"], stages)
+
+
+def _questions(path: Path, train_tables: list[str], eval_tables: list[str]) -> None:
+    import polars as pl
+
+    path.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"table_id": train_tables + eval_tables,
+                  "split": ["train"] * len(train_tables) + ["eval"] * len(eval_tables)}
+                 ).write_parquet(path / "questions.parquet")
+
+
+def test_a_teacher_from_a_run_that_trained_on_our_eval_tables_is_refused(tmp_path):
+    from runner.student.kd_stages import check_teacher_tables, locate_input
+
+    teacher_run, ours = tmp_path / "teacher" / "artifacts", tmp_path / "ours" / "artifacts"
+    (teacher_run / "student_model").mkdir(parents=True)
+    _questions(teacher_run, ["t1", "t2", "t3"], ["e1"])
+    store = ArtifactStore(ours, [teacher_run])
+    # the stage writes its own student_model/: the teacher is looked up in the reused run only
+    (ours / "student_model").mkdir(parents=True)
+    assert locate_input(store, "student_model/", ("student_model/",)) == teacher_run / "student_model"
+    assert locate_input(store, "student_model/") == ours / "student_model"
+    _questions(ours, ["t1"], ["e1", "e2"])  # same held-out tables: fine
+    check_teacher_tables(teacher_run / "student_model", store)
+    _questions(ours, ["t1"], ["t2", "e2"])  # our eval table t2 was one of the teacher's train tables
+    with pytest.raises(ConfigError, match=r"trained on 1 tables of this run's held-out eval split \(e.g. \['t2'\]\)"):
+        check_teacher_tables(teacher_run / "student_model", store)
