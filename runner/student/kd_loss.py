@@ -10,8 +10,15 @@ KD per position t, at temperature tau, p = softmax(z / tau):
     jsd         tau^2 * [beta * KL(p_T || m) + (1 - beta) * KL(p_S || m)],  m = beta p_T + (1 - beta) p_S
                 (beta -> 0: ~ beta * forward KL; beta -> 1: ~ (1 - beta) * reverse KL; 0.5: symmetric JSD)
 Top-k: the teacher's k most likely tokens S (log-probs taken at tau over the full vocabulary, then
-truncated); both distributions are renormalised over S and compared there. With k = |V| this is
-the dense loss exactly (tested).
+truncated). `top_k_rest` says what happens to the mass outside S:
+    bucket       (default) both distributions become k + 1 outcomes: the k tokens of S and one "rest"
+                 outcome holding 1 - sum over S (the teacher's from its full-vocabulary log-probs, the
+                 student's from its full softmax). Student mass outside S is penalised.
+    renormalise  both are renormalised over S and compared there. Student mass outside S is then
+                 invisible to the KD term: at alpha = 0.9 only the 0.1-weighted CE term pushes it
+                 down, and greedy decoding picked tokens outside S (wikisql_logit_kd_full: exec pass
+                 0.004 at alpha = 0.9, docs/student_training.md).
+With k = |V| both equal the dense loss (tested).
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from runner.stage import ConfigError, check_choice, check_range
 
 LOSSES = ("forward_kl", "reverse_kl", "jsd")
 MODES = ("online", "offline")
+RESTS = ("bucket", "renormalise")
+_TINY = 1e-12  # floor of a rest mass (k = |V| leaves ~0, up to rounding)
 
 
 @dataclass
@@ -31,6 +40,7 @@ class KDConfig:
     alpha: float = 0.5               # weight of the KD term; 1 - alpha on the CE term
     temperature: float = 1.0
     top_k: int | None = 16           # null: dense (online only)
+    top_k_rest: str = "bucket"       # the mass outside the top k: one extra outcome | renormalise over k
     loss: str = "forward_kl"
     beta: float = 0.5                # jsd only
     mode: str = "offline"            # online: teacher forward each step; offline: teacher_logits stage
@@ -58,6 +68,7 @@ class KDConfig:
         check_range(k, "top_k", self.top_k, 1)
         check_choice(k, "loss", self.loss, LOSSES)
         check_choice(k, "mode", self.mode, MODES)
+        check_choice(k, "top_k_rest", self.top_k_rest, RESTS)
         check_choice(k, "store_dtype", self.store_dtype, ["float16", "bfloat16", "float32"])
         if self.loss == "jsd":
             check_range(k, "beta", self.beta, 0, lo_open=True)
@@ -87,18 +98,30 @@ def _kl(logp_a, logp_b):
     return torch.where(p > 0, p * (logp_a - logp_b), torch.zeros_like(p)).sum(-1)
 
 
+def _with_rest(logp_top):
+    """[N, k] log-probs of k outcomes -> [N, k + 1]: the k, then log(1 - their sum) (floored)."""
+    import torch
+
+    rest = torch.log((-torch.expm1(torch.logsumexp(logp_top, -1, keepdim=True).clamp_max(0))).clamp_min(_TINY))
+    return torch.cat([logp_top, rest], -1)
+
+
 def kd_divergence_sum(student_logits, ids, teacher_logp, temperature: float, loss: str = "forward_kl",
-                      beta: float = 0.5):
+                      beta: float = 0.5, rest: str = "bucket"):
     """tau^2 * sum over positions of D(teacher, student). `student_logits` [N, V] (selected
-    assistant positions); `ids` [N, k] (None: dense) and `teacher_logp` from teacher_targets."""
+    assistant positions); `ids` [N, k] (None: dense) and `teacher_logp` from teacher_targets;
+    `rest`: what the mass outside the top k becomes (module docstring)."""
     import torch
 
     s = student_logits.float() / temperature
+    t = teacher_logp.float()
     if ids is None:
-        s_logp, t_logp = torch.log_softmax(s, -1), teacher_logp.float()
+        s_logp, t_logp = torch.log_softmax(s, -1), t
+    elif rest == "bucket":  # k tokens + one outcome for everything else, on both sides
+        s_logp = _with_rest(torch.log_softmax(s, -1).gather(-1, ids.long()))
+        t_logp = _with_rest(t)
     else:  # renormalise both over the teacher's top-k set S
         s_logp = torch.log_softmax(s.gather(-1, ids.long()), -1)
-        t = teacher_logp.float()
         t_logp = t - torch.logsumexp(t, -1, keepdim=True)
     if loss == "forward_kl":
         per = _kl(t_logp, s_logp)

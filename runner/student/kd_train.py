@@ -69,7 +69,7 @@ class KDRuntime:
             torch.cuda.synchronize()
         self.teacher_s += time.perf_counter() - t0
         kd_sum = kd_divergence_sum(student_logits[sel], t_ids, t_logp, self.kd.temperature,
-                                   self.kd.loss, self.kd.beta)
+                                   self.kd.loss, self.kd.beta, self.kd.top_k_rest)
         self.positions += int(sel.sum())
         self.kd_sum += float(kd_sum.detach())
         return combine(ce_sum, kd_sum, self.kd.alpha)
@@ -77,6 +77,7 @@ class KDRuntime:
     def stats(self) -> dict[str, Any]:
         out = {"kd_mode": self.kd.mode, "kd_alpha": self.kd.alpha, "kd_loss": self.kd.loss,
                "kd_temperature": self.kd.temperature, "kd_top_k": self.kd.top_k,
+               "kd_top_k_rest": self.kd.top_k_rest,
                "kd_teacher_s": round(self.teacher_s, 3), "kd_positions": self.positions,
                "kd_mean_term": self.kd_sum / self.positions if self.positions else None,
                "kd_teacher": str(self.teacher_dir)}

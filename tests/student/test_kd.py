@@ -44,15 +44,33 @@ def test_forward_kl_equals_hand_computation_on_two_tokens():
     assert kd_divergence_sum(torch.tensor(s), ids, logp, tau, "reverse_kl").item() == pytest.approx(rev, rel=1e-6)
 
 
+@pytest.mark.parametrize("rest", ["bucket", "renormalise"])
 @pytest.mark.parametrize("loss", ["forward_kl", "reverse_kl", "jsd"])
-def test_top_k_with_k_equal_vocab_is_dense(loss):
+def test_top_k_with_k_equal_vocab_is_dense(loss, rest):
     g = torch.Generator().manual_seed(0)
     t, s = torch.randn(7, 50, generator=g) * 3, torch.randn(7, 50, generator=g) * 3
     dense = kd_divergence_sum(s, *teacher_targets(t, 1.5, None), 1.5, loss, 0.3)
-    topk = kd_divergence_sum(s, *teacher_targets(t, 1.5, 50), 1.5, loss, 0.3)
+    topk = kd_divergence_sum(s, *teacher_targets(t, 1.5, 50), 1.5, loss, 0.3, rest)
     assert topk.item() == pytest.approx(dense.item(), rel=1e-5, abs=1e-6)
-    smaller = kd_divergence_sum(s, *teacher_targets(t, 1.5, 5), 1.5, loss, 0.3)
+    smaller = kd_divergence_sum(s, *teacher_targets(t, 1.5, 5), 1.5, loss, 0.3, rest)
     assert smaller.item() != pytest.approx(dense.item(), rel=1e-3)  # truncation does change it
+
+
+def test_top_k_bucket_by_hand_and_it_sees_student_mass_outside_the_top_k():
+    """k = 2 of 4 tokens: the rest bucket holds 1 - p(top 2) on each side. A student that agrees with
+    the teacher inside S but puts extra mass outside it costs nothing when renormalised, and a
+    positive amount with the bucket."""
+    t = torch.tensor([[3.0, 2.0, 0.0, 0.0]])
+    ids, logp = teacher_targets(t, 1.0, 2)
+    pt = _softmax(t[0].tolist())
+    s = torch.tensor([[3.0, 2.0, 2.5, 2.5]])  # same ratio p0/p1 as the teacher, more mass on 2 and 3
+    ps = _softmax(s[0].tolist())
+    a = [pt[0], pt[1], 1 - pt[0] - pt[1]]
+    b = [ps[0], ps[1], 1 - ps[0] - ps[1]]
+    want = sum(x * math.log(x / y) for x, y in zip(a, b))
+    assert kd_divergence_sum(s, ids, logp, 1.0, rest="bucket").item() == pytest.approx(want, rel=1e-5)
+    assert kd_divergence_sum(s, ids, logp, 1.0, rest="renormalise").item() == pytest.approx(0.0, abs=1e-6)
+    assert want > 0.1
 
 
 def test_jsd_ends_approach_forward_and_reverse_kl():
