@@ -136,7 +136,7 @@ def main() -> None:
 
             server, api_base = start_server()
             try:
-                llm = LiteLLMProvider("openai/loopback", api_base=api_base, concurrency=args.concurrency,
+                llm = LiteLLMProvider("openai/loopback", api_base=api_base, concurrency=args.concurrency, client="litellm",
                                       max_retries=0, timeout_s=60.0)
                 reqs = [Request(id=r.id, messages=[{"role": "user", "content": f"request {r.id} sleep={lat:.6f}"}])
                         for r, lat in zip(base, latencies)]
