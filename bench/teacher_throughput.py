@@ -136,8 +136,8 @@ def main() -> None:
 
             server, api_base = start_server()
             try:
-                llm = LiteLLMProvider("openai/loopback", api_base=api_base, concurrency=args.concurrency, client="litellm",
-                                      max_retries=0, timeout_s=60.0)
+                llm = LiteLLMProvider("openai/loopback", api_base=api_base, concurrency=args.concurrency,
+                                      max_retries=0, timeout_s=60.0, client="litellm")
                 reqs = [Request(id=r.id, messages=[{"role": "user", "content": f"request {r.id} sleep={lat:.6f}"}])
                         for r, lat in zip(base, latencies)]
                 wall, cpu, _ = timed(llm, reqs, Path(tmp) / "litellm")
