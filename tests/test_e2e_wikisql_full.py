@@ -94,6 +94,10 @@ def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path):
         (teacher_run / "artifacts" / "student_base" / "tokenizer.json").read_bytes()
     assert (teacher_run / "artifacts" / "student_model").exists()  # the teacher is read, never replaced
     assert any("KD teacher" in n for n in m["run.notices"])
+    # the teacher's tables are checked right after load, before any teacher request
+    stages = list(json.loads((run / "timing.json").read_text())["stages"])
+    assert stages[:3] == ["load", "kd_teacher_check", "hash"] and stages.index("teacher") > 1
+    assert "trained on none of this run's eval tables" in (run / "run.log").read_text()
 
     proc, none = run_cli(["+experiment=wikisql_logit_kd_full", "dataset.n_train=80", *SMOKE], tmp_path / "none")
     assert proc.returncode == 1

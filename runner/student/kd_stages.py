@@ -1,5 +1,6 @@
 """Stages and hooks of logit distillation (`trainer.torch.kd`; experiment wikisql_logit_kd).
 
+kd_teacher_check  reads questions, the teacher                      (checks its tables; no output)
 kd_teacher_init   reads train.jsonl                                  writes kd_teacher_base/
 kd_teacher_train  reads train.jsonl, valid.jsonl, kd_teacher_base/   writes kd_teacher_model/, kd_teacher_train_log
 student_init      (ModelInit with tokenizer_from=kd_teacher_base/: the student gets the teacher's tokenizer)
@@ -189,6 +190,25 @@ class TeacherTrain(Stage):
                      result.final_loss, result.best_valid_loss)
 
 
+class TeacherTablesCheck(Stage):
+    """Right after `load`, before any teacher request: the kd teacher of another run must not have
+    trained on this run's eval tables (check_teacher_tables; the train stage checks again for
+    experiments without this stage)."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+        kd = kd_of(trainer)
+        self.reads = ("questions",) + ((kd.teacher,) if kd and kd.teacher and is_artifact(kd.teacher) else ())
+        self.writes = ()
+
+    def run(self, ctx) -> None:
+        kd = kd_of(self.trainer)
+        teacher = resolve_teacher(kd, ctx.store) if kd else None  # this run has no model yet
+        if teacher is not None:
+            check_teacher_tables(teacher, ctx.store)
+            ctx.log.info("%s: %s trained on none of this run's eval tables", self.name, teacher)
+
+
 class TeacherLogitsStage(Stage):
     """Offline KD: the teacher's top-k log-probs over train.jsonl, once per content (cache_dir)."""
 
@@ -214,7 +234,6 @@ class TeacherLogitsStage(Stage):
             return
         kd = kd_of(self.trainer)
         teacher = resolve_teacher(kd, ctx.store)
-        check_teacher_tables(teacher, ctx.store)
         base = ctx.store.locate("student_base/")
         if base is not None and (diff := tokenizer_difference(teacher, base)):
             raise ConfigError(f"{self.trainer.config_key}.kd: teacher and student tokenizers differ: {diff}")
