@@ -19,6 +19,7 @@ from runner.providers.base import Completion, Provider, Request
 from runner.stage import ConfigError, check_choice
 
 BACKENDS = ("torch", "mlx")
+CONSTRAINTS = (None, "wikisql")  # runner.student.constrain
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _FINGERPRINT_FILES = ("*.safetensors", "*.bin", "*.npz", "config.json", "tokenizer.json",
                       "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
@@ -42,10 +43,11 @@ class LocalHFProvider(Provider):
 
     def __init__(self, model: str, *, backend: str = "torch", device: str = "auto", dtype: str = "auto",
                  revision: str | None = None, batch_size: int = 32, concurrency: int = 1,
-                 cache: bool = False, share_prefix_min_tokens: int = 0, **kwargs: Any):
+                 cache: bool = False, share_prefix_min_tokens: int = 0, constrain: str | None = None,
+                 **kwargs: Any):
         super().__init__(model, batch_size=batch_size, concurrency=concurrency, cache=cache, **kwargs)
         self.backend, self.device, self.dtype, self.revision = backend, device, dtype, revision
-        self.share_prefix_min_tokens = share_prefix_min_tokens
+        self.share_prefix_min_tokens, self.constrain = share_prefix_min_tokens, constrain
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
         self.load_s: float | None = None
@@ -59,6 +61,10 @@ class LocalHFProvider(Provider):
             raise ConfigError(f"provider.share_prefix_min_tokens={self.share_prefix_min_tokens!r} must be an "
                               "integer >= 0 (0: off; e.g. 32: rows of a batch sharing >= 32 prompt tokens "
                               "encode them once)")
+        check_choice("provider", "constrain", self.constrain, CONSTRAINTS)
+        if self.constrain and self.backend == "mlx":
+            raise ConfigError(f"provider.constrain={self.constrain}: constrained decoding runs on the torch "
+                              "backend only; set backend=torch or constrain=null")
         if self.concurrency != 1 and self.backend == "mlx":
             raise ConfigError(f"provider.concurrency={self.concurrency}: the mlx backend runs one batch at a "
                               "time; set provider.concurrency=1 and raise provider.batch_size for throughput")
@@ -78,7 +84,8 @@ class LocalHFProvider(Provider):
             path = Path(self.model)
             self._fingerprint = weights_fingerprint(path) if path.is_dir() else f"hub@{self.revision or 'main'}"
         return {**super().cache_identity(), "backend": self.backend, "dtype": self.dtype,
-                "weights": self._fingerprint, "share_prefix_min_tokens": self.share_prefix_min_tokens}
+                "weights": self._fingerprint, "share_prefix_min_tokens": self.share_prefix_min_tokens,
+                **({"constrain": self.constrain} if self.constrain else {})}
 
     # --- model ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -143,7 +150,7 @@ class LocalHFProvider(Provider):
         # torch inference reads the weights only: concurrent batches (engine threads) are safe.
         return gen.generate_torch(model, tok, conversations, max_new_tokens=self.max_tokens, batch_size=bs,
                                   sort_by_length=sort_by_length, min_shared=self.share_prefix_min_tokens,
-                                  workers=workers)
+                                  workers=workers, constrain=self.constrain)
 
     def complete_batch(self, requests: list[Request]) -> list[Completion]:
         # The engine already chose the batch; keep its order (the caller sorts by length).

@@ -19,9 +19,10 @@ from runner.text2sql.scoring import score_sql
 
 
 class DevSet:
-    def __init__(self, rows: pl.DataFrame, db: dict[str, Any], batch_size: int = 32, max_new_tokens: int = 64):
+    def __init__(self, rows: pl.DataFrame, db: dict[str, Any], batch_size: int = 32, max_new_tokens: int = 64,
+                 constrain: str | None = None):
         self.rows, self.db = rows, db
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.batch_size, self.max_new_tokens, self.constrain = batch_size, max_new_tokens, constrain
 
     @classmethod
     def from_run(cls, ctx, n_rows: int, **kw) -> "DevSet":
@@ -51,7 +52,7 @@ class DevSet:
         model.eval()
         with torch.no_grad():
             gens = generate_torch(model, tokenizer, convs, max_new_tokens=self.max_new_tokens,
-                                  batch_size=self.batch_size, workers=1)
+                                  batch_size=self.batch_size, workers=1, constrain=self.constrain)
         if was_training:
             model.train()
         hits = 0

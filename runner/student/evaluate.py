@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from runner.engine import Request, generate
-from runner.providers.local_hf import LocalHFProvider
+from runner.providers.local_hf import CONSTRAINTS, LocalHFProvider
 from runner.stage import ConfigError, Stage, check_choice, check_range
 from runner.student.perf import PeakMemory, rss_bytes
 from runner.text2sql.evaluate import clean_frame, execute_frame, judge_frame, open_executor
@@ -68,12 +68,12 @@ class StudentEvalStage(Stage):
     def __init__(self, model_dir: str, output: str, judge: Any, trainer: Any = None, backend: str = "auto",
                  batch_size: int = 32, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
                  warmup_rows: int = 8, latency_probe_rows: int = 0, cache: bool = False, progress: bool = True,
-                 share_prefix_min_tokens: int = 0, workers: int | str = "auto"):
+                 share_prefix_min_tokens: int = 0, workers: int | str = "auto", constrain: str | None = None):
         self.model_dir, self.output, self.judge, self.trainer = model_dir, output, judge, trainer
         self.backend, self.batch_size, self.max_new_tokens = backend, batch_size, max_new_tokens
         self.device, self.dtype, self.warmup_rows = device, dtype, warmup_rows
         self.latency_probe_rows, self.cache, self.progress = latency_probe_rows, cache, progress
-        self.share_prefix_min_tokens, self.workers = share_prefix_min_tokens, workers
+        self.share_prefix_min_tokens, self.workers, self.constrain = share_prefix_min_tokens, workers, constrain
         self.reads = ("prompts", "database.json", "train.jsonl", "valid.jsonl", "distilled", model_dir)
         self.writes = (output, f"{output}_perf.json")
 
@@ -90,6 +90,10 @@ class StudentEvalStage(Stage):
         check_range(self.name, "warmup_rows", self.warmup_rows, 0)
         check_range(self.name, "latency_probe_rows", self.latency_probe_rows, 0)
         check_range(self.name, "share_prefix_min_tokens", self.share_prefix_min_tokens, 0)
+        check_choice(self.name, "constrain", self.constrain, CONSTRAINTS)
+        if self.constrain and self.resolved_backend() == "mlx":
+            raise ConfigError(f"{self.name}.constrain={self.constrain}: constrained decoding runs on the torch "
+                              "backend only; set pipeline.constrain=null for an mlx student")
         if self.workers != "auto":
             check_range(self.name, "workers", self.workers, 1)
         if not self.model_dir.endswith("/"):
@@ -104,7 +108,7 @@ class StudentEvalStage(Stage):
         provider = LocalHFProvider(str(path), backend=self.resolved_backend(), device=self.device, dtype=self.dtype,
                                    batch_size=self.batch_size, max_tokens=self.max_new_tokens, cache=self.cache,
                                    share_prefix_min_tokens=self.share_prefix_min_tokens,
-                                   concurrency=self._workers())
+                                   concurrency=self._workers(), constrain=self.constrain)
         provider.validate()
         return provider
 
@@ -192,6 +196,7 @@ class StudentEvalStage(Stage):
         return {
             "model_dir": provider.model, "backend": provider.backend, "device": self._device_of(provider),
             "batch_size": provider.batch_size, "max_new_tokens": provider.max_tokens, "rows": df.height,
+            "decoding": _decoding(provider.constrain),
             "rows_generated": fresh.height, "cache_hits": stats.get("cache_hits"), "errors": stats.get("errors"),
             "load_s": provider.load_s, "generation_wall_s": gen_wall,
             "rows_per_s": fresh.height / gen_wall if measured else None,
@@ -229,8 +234,13 @@ class StudentEvalStage(Stage):
             "rows_per_s": perf["rows_per_s"], "generated_tokens_per_s": perf["generated_tokens_per_s"],
             "load_s": perf["load_s"], "generation_wall_s": perf["generation_wall_s"],
             "peak_rss_bytes": perf["peak_rss_bytes"], "peak_rss_growth_bytes": perf["peak_rss_growth_bytes"],
-            "backend": perf["backend"],
+            "backend": perf["backend"], "decoding": perf["decoding"],
             "batch_size": perf["batch_size"], "errors": perf["errors"], "truncated_rate": perf["truncated_rate"]})
-        ctx.log.info("%s: %d eval rows, exec pass %.3f, gold match %.3f, %s rows/s", self.output, df.height,
-                     r["exec_pass_rate"] or 0.0, r["gold_match_rate"] or 0.0,
+        ctx.log.info("%s (%s decoding): %d eval rows, exec pass %.3f, gold match %.3f, %s rows/s", self.output,
+                     perf["decoding"], df.height, r["exec_pass_rate"] or 0.0, r["gold_match_rate"] or 0.0,
                      "null" if perf["rows_per_s"] is None else f"{perf['rows_per_s']:.1f}")
+
+
+def _decoding(constrain: str | None) -> str:
+    """How the answers were decoded: `greedy`, or `greedy+wikisql` (runner.student.constrain)."""
+    return f"greedy+{constrain}" if constrain else "greedy"

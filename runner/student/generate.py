@@ -90,18 +90,28 @@ def encode_chats(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) 
 def generate_torch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]], *,
                    max_new_tokens: int = 64, batch_size: int = 32, sort_by_length: bool = True,
                    stop_ids: Sequence[int] | None = None, min_shared: int = 0, workers: int | str = "auto",
-                   on_batch: Callable[[int], None] | None = None) -> list[Generation]:
+                   on_batch: Callable[[int], None] | None = None, constrain: str | None = None
+                   ) -> list[Generation]:
     """Greedy completions for chat conversations, in input order. `min_shared` > 0 encodes a
     prefix of at least that many tokens once for all rows of a batch that share it; `workers`
-    batches run at once, one torch thread each (auto: one per CPU thread; runner.student.greedy)."""
+    batches run at once, one torch thread each (auto: one per CPU thread; runner.student.greedy).
+    `constrain`: `wikisql` keeps every answer inside WikiSQL's query language
+    (runner.student.constrain); None: plain greedy."""
     prompts = encode_chats(tokenizer, conversations)
     stop_ids = stop_token_ids(tokenizer, model) if stop_ids is None else list(stop_ids)
+    constraints = None
+    if constrain:
+        from runner.student.constrain import constrained_rows
+
+        users = [next(m["content"] for m in c if m["role"] == "user") for c in conversations]
+        constraints = constrained_rows(constrain, users, tokenizer, stop_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     results: list[Generation | None] = [None] * len(prompts)
     batches = plan_batches(prompts, batch_size, sort_by_length, min_shared)
     for batch, outs in greedy_batches(model, prompts, batches, pad_id=pad_id, stop_ids=stop_ids,
                                       max_new_tokens=max_new_tokens, min_shared=min_shared,
-                                      workers=resolve_workers(workers, model, len(batches))):
+                                      workers=resolve_workers(workers, model, len(batches)),
+                                      constraints=constraints):
         for i, (toks, secs) in zip(batch, outs):
             body = toks[:-1] if toks and toks[-1] in stop_ids else toks
             results[i] = Generation(text=tokenizer.decode(body, skip_special_tokens=True),

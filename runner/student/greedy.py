@@ -139,10 +139,11 @@ def prefill(model: Any, prompts: list[list[int]], pad_id: int, min_shared: int =
     return Prefilled(cache, logits, mask, pos[:, -1], started)
 
 
-def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens: int
-           ) -> list[tuple[list[int], float]]:
+def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens: int,
+           constraints: Sequence[Any] | None = None) -> list[tuple[list[int], float]]:
     """Greedy tokens per row and seconds from the batch's start until the row finished. Rows that
-    emit a stop token leave the batch (and the KV cache) at once."""
+    emit a stop token leave the batch (and the KV cache) at once. `constraints`: one
+    runner.student.constrain.ConstrainedRow per row, which picks the most likely allowed token."""
     import torch
 
     n = state.logits.shape[0]
@@ -154,6 +155,10 @@ def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens
     with torch.inference_mode():
         for step in range(max_new_tokens):
             nxt = logits[:, -1].argmax(-1)
+            if constraints is not None:
+                last = logits[:, -1]
+                nxt = torch.tensor([constraints[alive[r]].pick(last[r], t) for r, t in enumerate(nxt.tolist())],
+                                   device=nxt.device)
             done = torch.isin(nxt, stops) if stops.numel() else torch.zeros_like(nxt, dtype=torch.bool)
             now = time.perf_counter() - state.started
             for r, tok in enumerate(nxt.tolist()):
@@ -180,9 +185,11 @@ def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens
 
 
 def greedy_batch(model: Any, prompts: list[list[int]], *, pad_id: int, stop_ids: Sequence[int],
-                 max_new_tokens: int, min_shared: int = 0) -> list[tuple[list[int], float]]:
+                 max_new_tokens: int, min_shared: int = 0, constraints: Sequence[Any] | None = None
+                 ) -> list[tuple[list[int], float]]:
     """Greedy-decode one batch. Returns (generated ids, seconds until the row finished)."""
-    return decode(model, prefill(model, prompts, pad_id, min_shared, max_new_tokens), stop_ids, max_new_tokens)
+    return decode(model, prefill(model, prompts, pad_id, min_shared, max_new_tokens), stop_ids, max_new_tokens,
+                  constraints)
 
 
 def auto_workers(device: str) -> int:
@@ -200,18 +207,21 @@ def resolve_workers(workers: int | str, model: Any, n_batches: int) -> int:
 
 def greedy_batches(model: Any, prompts: list[list[int]], batches: list[list[int]], *, pad_id: int,
                    stop_ids: Sequence[int], max_new_tokens: int, min_shared: int = 0,
-                   workers: int = 1) -> Iterator[tuple[list[int], list[tuple[list[int], float]]]]:
+                   workers: int = 1, constraints: Sequence[Any] | None = None
+                   ) -> Iterator[tuple[list[int], list[tuple[list[int], float]]]]:
     """(batch, its results) for each batch, in order. With `workers` > 1, that many batches are
-    decoded at once in threads that use one torch thread each (restored afterwards)."""
+    decoded at once in threads that use one torch thread each (restored afterwards).
+    `constraints`: one per prompt (runner.student.constrain), or None for plain greedy."""
     rows = [[prompts[i] for i in b] for b in batches]
 
-    def run(p: list[list[int]]) -> list[tuple[list[int], float]]:
+    def run(b: list[int], p: list[list[int]]) -> list[tuple[list[int], float]]:
         return greedy_batch(model, p, pad_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
-                            min_shared=min_shared)
+                            min_shared=min_shared,
+                            constraints=None if constraints is None else [constraints[i] for i in b])
 
     if workers <= 1:
         for b, p in zip(batches, rows):
-            yield b, run(p)
+            yield b, run(b, p)
         return
     import torch
 
@@ -219,7 +229,7 @@ def greedy_batches(model: Any, prompts: list[list[int]], batches: list[list[int]
     torch.set_num_threads(1)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
-        futures = [pool.submit(run, p) for p in rows]  # at most `workers` KV caches alive at once
+        futures = [pool.submit(run, b, p) for b, p in zip(batches, rows)]  # at most `workers` KV caches alive at once
         for b, f in zip(batches, futures):
             yield b, f.result()
     finally:

@@ -62,8 +62,9 @@ class Train(Stage):
 
     reads = ("train.jsonl", "valid.jsonl", "student_base/")
 
-    def __init__(self, trainer: Any, student: Any):
-        self.trainer, self.student = trainer, student
+    def __init__(self, trainer: Any, student: Any, constrain: str | None = None):
+        # constrain: the eval stages' decoding, so dev selection scores answers as they will be decoded
+        self.trainer, self.student, self.constrain = trainer, student, constrain
         adapter = ("student_adapter/",) if trainer.method in ("lora", "dora") else ()
         self.writes = ("student_model/", "train_log", *adapter)
         from runner.student.kd_stages import kd_reads
@@ -103,7 +104,7 @@ class Train(Stage):
         if getattr(self.trainer, "checkpoint_select", "last") == "dev_gold":
             from runner.student.dev_select import DevSet
 
-            dev = DevSet.from_run(ctx, self.trainer.dev_rows)  # refuses eval rows/tables
+            dev = DevSet.from_run(ctx, self.trainer.dev_rows, constrain=self.constrain)  # refuses eval rows/tables
         fit_kw = {"dev": dev} if dev is not None else {}
         result = self.trainer.fit(train_rows, valid_rows, ctx.store.locate("student_base/"), paths,
                                   ctx.stage_seed("train"), **fit_kw)

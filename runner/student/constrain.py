@@ -1,0 +1,229 @@
+"""Constrained greedy decoding: the student may only write queries of WikiSQL's query language.
+
+WikiSQL's gold queries all have one shape, and every value in them comes from the question:
+
+    SELECT [AGG(]"column"[)] FROM t [WHERE "column" OP value [AND "column" OP value]...]
+
+with AGG in COUNT/MAX/MIN/SUM/AVG, OP in = > <, at most 4 conditions, a column one of the
+prompt's CREATE TABLE columns, a 'quoted' value a case-insensitive substring of the question and a
+number one of the question's numbers (`5,291` may be written 5291, `–2` as -2). Measured on the
+997 held-out rows of wikisql_full: 1,018 of 1,018 quoted values and 276 of 276 numbers are.
+
+At each step the student's most likely token is kept if the text so far plus that token is still
+a prefix of such a query (its end-of-turn token only once the query is complete); otherwise the
+next most likely, and so on (PICARD, Scholak et al. 2021, does the same with a full SQL parser).
+What it reads is the prompt the student sees (schema and question), never a gold answer. It
+changes the answers, so the eval stages say which decoding made them (`<stage>.decoding`).
+
+Works on bytes: a token of a byte-level BPE can hold part of a UTF-8 character.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+END = -1  # an outcome: the text ended inside this part of the query, still on a valid path
+AGGS = (b"COUNT(", b"MAX(", b"MIN(", b"SUM(", b"AVG(")
+OPS = (b"=", b">", b"<")
+MAX_CONDITIONS = 4  # WikiSQL's most
+_SCHEMA = re.compile(r'CREATE TABLE \S+ \((.*)\);')
+_COLUMN = re.compile(r'"((?:[^"]|"")*)" [A-Z]+')
+_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3})")
+_NUMBER_PREFIX = re.compile(rb"-?\d*(\.\d*)?")
+_NUMBER = re.compile(rb"-?\d+(\.\d+)?")
+
+Outcomes = list[int]
+
+
+def prompt_parts(user: str) -> tuple[list[str], str]:
+    """(columns, question) of a Text2SQL prompt (runner.text2sql.prompt's layout)."""
+    schema = _SCHEMA.search(user)
+    if schema is None or "Question:" not in user:
+        raise ValueError("constrained decoding needs a Text2SQL prompt with a CREATE TABLE line and "
+                         f"'Question:'; got {user[:80]!r}")
+    columns = [c.replace('""', '"') for c in _COLUMN.findall(schema.group(1))]
+    return columns, user.rsplit("Question:", 1)[1].strip()
+
+
+class WikiSqlGrammar:
+    """Prefix checks against the query language above for one prompt."""
+
+    def __init__(self, columns: Sequence[str], question: str, max_conditions: int = MAX_CONDITIONS):
+        self.columns = [b'"' + c.replace('"', '""').encode() + b'"' for c in columns]
+        # bytes.lower() folds ASCII only: non-ASCII letters match as written or fully lowercased.
+        self.texts = [question.encode().lower(), question.lower().encode().lower()]
+        numeric = _DIGIT_COMMA.sub("", question).replace("–", "-").replace("−", "-")
+        self.numbers = [numeric.encode()]
+        self.max_conditions = max_conditions
+
+    # --- parts: each maps (text, position) to outcomes: end positions of a full match, or END --
+    @staticmethod
+    def _lit(b: bytes, i: int, s: bytes) -> Outcomes:
+        if len(b) - i < len(s):
+            return [END] if s.startswith(b[i:]) else []
+        return [i + len(s)] if b.startswith(s, i) else []
+
+    def _any(self, b: bytes, i: int, options: Sequence[bytes]) -> Outcomes:
+        out: set[int] = set()
+        for s in options:
+            out.update(self._lit(b, i, s))
+        return list(out)
+
+    def _in_question(self, content: bytes) -> bool:
+        low = content.lower()
+        return any(low in t for t in self.texts)
+
+    def _string(self, b: bytes, i: int) -> Outcomes:
+        """'value' with '' for a quote; the value a non-empty substring of the question."""
+        if i == len(b):
+            return [END]
+        if b[i] != 0x27:
+            return []
+        content, j = bytearray(), i + 1
+        while j < len(b):
+            if b[j] == 0x27:
+                if j + 1 == len(b):  # a closing quote, or the first half of ''
+                    out = [j + 1] if content else []
+                    return out + ([END] if self._in_question(bytes(content) + b"'") else [])
+                if b[j + 1] != 0x27:
+                    return [j + 1] if content else []
+                content.append(0x27)
+                j += 2
+            else:
+                content.append(b[j])
+                j += 1
+            if not self._in_question(bytes(content)):
+                return []
+        return [END]
+
+    def _number(self, b: bytes, i: int) -> Outcomes:
+        """A number (-?digits[.digits]) that is one of the question's numbers."""
+        j = i
+        while j < len(b) and b[j] in b"-.0123456789":
+            j += 1
+        out: set[int] = set()
+        for k in range(i + 1, j + 1):
+            if _NUMBER.fullmatch(b, i, k) and any(b[i:k] in t for t in self.numbers):
+                out.add(k)
+        if j == len(b) and _NUMBER_PREFIX.fullmatch(b, i, j) and (j == i or any(b[i:j] in t for t in self.numbers)):
+            out.add(END)
+        return list(out)
+
+    def _seq(self, b: bytes, i: int, parts: Sequence[Callable[[bytes, int], Outcomes]]) -> Outcomes:
+        here, ended = {i}, False
+        for part in parts:
+            nxt: set[int] = set()
+            for j in here:
+                for o in part(b, j):
+                    if o == END:
+                        ended = True
+                    else:
+                        nxt.add(o)
+            here = nxt
+            if not here:
+                break
+        return list(here) + ([END] if ended else [])
+
+    def _column(self, b: bytes, i: int) -> Outcomes:
+        return self._any(b, i, self.columns)
+
+    def _select(self, b: bytes, i: int) -> Outcomes:
+        plain = self._column(b, i)
+        agg = self._seq(b, i, [lambda b, j: self._any(b, j, AGGS), self._column,
+                               lambda b, j: self._lit(b, j, b")")])
+        return list(set(plain + agg))
+
+    def _condition(self, b: bytes, i: int) -> Outcomes:
+        space = lambda b, j: self._lit(b, j, b" ")  # noqa: E731
+        value = lambda b, j: list(set(self._string(b, j) + self._number(b, j)))  # noqa: E731
+        return self._seq(b, i, [self._column, space, lambda b, j: self._any(b, j, OPS), space, value])
+
+    def _query(self, b: bytes) -> Outcomes:
+        head = self._seq(b, 0, [lambda b, j: self._lit(b, j, b"SELECT "), self._select,
+                                lambda b, j: self._lit(b, j, b" FROM t")])
+        out, ended = {o for o in head if o != END}, END in head
+        frontier, keyword = set(out), b" WHERE "
+        for _ in range(self.max_conditions):
+            nxt: set[int] = set()
+            for j in frontier:
+                for o in self._seq(b, j, [lambda b, k, w=keyword: self._lit(b, k, w), self._condition]):
+                    if o == END:
+                        ended = True
+                    else:
+                        nxt.add(o)
+            out |= nxt
+            frontier, keyword = nxt, b" AND "
+        return list(out) + ([END] if ended else [])
+
+    def state(self, text: bytes) -> tuple[bool, bool]:
+        """(viable: `text` begins some query of the language, complete: `text` is one)."""
+        out = self._query(text)
+        complete = len(text) in out
+        return complete or END in out, complete
+
+
+def token_bytes(tokenizer) -> list[bytes | None]:
+    """The bytes each token id adds to the text; None for special tokens. Byte-level BPE maps
+    each byte to a printable character (GPT-2's table); others are decoded one token at a time."""
+    from tokenizers import decoders
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    special = set(tokenizer.all_special_ids)
+    n = len(tokenizer)
+    if backend is not None and isinstance(backend.decoder, decoders.ByteLevel):
+        table = _byte_decoder()
+        pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
+        return [None if i in special or p is None else bytes(table[c] for c in p) for i, p in enumerate(pieces)]
+    return [None if i in special else tokenizer.decode([i]).encode() for i in range(n)]
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: printable character -> byte."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(keep, chars)}
+
+
+class ConstrainedRow:
+    """One row's decoding state: the bytes written so far and the grammar they must follow."""
+
+    def __init__(self, grammar: WikiSqlGrammar, pieces: list[bytes | None], stop_ids: Sequence[int]):
+        self.grammar, self.pieces, self.stops = grammar, pieces, set(stop_ids)
+        self.text = b""
+
+    def allowed(self, token: int) -> bool:
+        if token in self.stops:
+            return self.grammar.state(self.text)[1]
+        piece = self.pieces[token] if token < len(self.pieces) else None
+        return bool(piece) and self.grammar.state(self.text + piece)[0]
+
+    def pick(self, logits, first: int) -> int:
+        """The most likely allowed token (`first` is the row's argmax). Scans the top 64, then all."""
+        if self.allowed(first):
+            return self._push(first)
+        import torch
+
+        for k in (min(64, logits.shape[-1]), logits.shape[-1]):
+            for t in torch.topk(logits, k).indices.tolist():
+                if self.allowed(t):
+                    return self._push(t)
+        # Nothing fits (cannot happen with a byte-level vocabulary): end the answer.
+        return self._push(min(self.stops))
+
+    def _push(self, token: int) -> int:
+        if token not in self.stops:
+            self.text += self.pieces[token] or b""
+        return token
+
+
+def constrained_rows(kind: str, users: Sequence[str], tokenizer, stop_ids: Sequence[int]) -> list[ConstrainedRow]:
+    """One ConstrainedRow per prompt for constraint `kind` (only `wikisql`)."""
+    if kind != "wikisql":
+        raise ValueError(f"unknown decoding constraint {kind!r}; choose wikisql or null")
+    pieces = token_bytes(tokenizer)
+    return [ConstrainedRow(WikiSqlGrammar(*prompt_parts(u)), pieces, stop_ids) for u in users]
