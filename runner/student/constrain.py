@@ -2,12 +2,13 @@
 
 WikiSQL's gold queries all have one shape, and every value in them comes from the question:
 
-    SELECT [AGG(]"column"[)] FROM t [WHERE "column" OP value [AND "column" OP value]...]
+    SELECT [AGG(]"column"[)] FROM table [WHERE "column" OP value [AND "column" OP value]...]
 
-with AGG in COUNT/MAX/MIN/SUM/AVG, OP in = > <, at most 4 conditions, a column one of the
-prompt's CREATE TABLE columns, a 'quoted' value a case-insensitive substring of the question and a
-number one of the question's numbers (`5,291` may be written 5291, `–2` as -2). Measured on the
-997 held-out rows of wikisql_full: 1,018 of 1,018 quoted values and 276 of 276 numbers are.
+with AGG in COUNT/MAX/MIN/SUM/AVG, OP in = > <, at most 4 conditions, the table and columns
+those of the prompt's CREATE TABLE line, a 'quoted' value a substring of the question (any case:
+the executor's NKEY collation ignores case) and a number equal to one of the question's numbers
+(`5,291` is 5291, `–2` is -2). Every gold query of the first 6,000 WikiSQL questions is in this
+language (tests/student/test_constrain.py checks 3,000).
 
 At each step the student's most likely token is kept if the text so far plus that token is still
 a prefix of such a query (its end-of-turn token only once the query is complete); otherwise the
@@ -26,34 +27,36 @@ END = -1  # an outcome: the text ended inside this part of the query, still on a
 AGGS = (b"COUNT(", b"MAX(", b"MIN(", b"SUM(", b"AVG(")
 OPS = (b"=", b">", b"<")
 MAX_CONDITIONS = 4  # WikiSQL's most
-_SCHEMA = re.compile(r'CREATE TABLE \S+ \((.*)\);')
+_SCHEMA = re.compile(r'CREATE TABLE (\S+) \((.*)\);')
 _COLUMN = re.compile(r'"((?:[^"]|"")*)" [A-Z]+')
 _DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3})")
-_NUMBER_PREFIX = re.compile(rb"-?\d*(\.\d*)?")
 _NUMBER = re.compile(rb"-?\d+(\.\d+)?")
 
 Outcomes = list[int]
 
 
-def prompt_parts(user: str) -> tuple[list[str], str]:
-    """(columns, question) of a Text2SQL prompt (runner.text2sql.prompt's layout)."""
+def prompt_parts(user: str) -> tuple[str, list[str], str]:
+    """(table name, columns, question) of a Text2SQL prompt (runner.text2sql.prompt's layout)."""
     schema = _SCHEMA.search(user)
     if schema is None or "Question:" not in user:
         raise ValueError("constrained decoding needs a Text2SQL prompt with a CREATE TABLE line and "
                          f"'Question:'; got {user[:80]!r}")
-    columns = [c.replace('""', '"') for c in _COLUMN.findall(schema.group(1))]
-    return columns, user.rsplit("Question:", 1)[1].strip()
+    columns = [c.replace('""', '"') for c in _COLUMN.findall(schema.group(2))]
+    return schema.group(1), columns, user.rsplit("Question:", 1)[1].strip()
 
 
 class WikiSqlGrammar:
     """Prefix checks against the query language above for one prompt."""
 
-    def __init__(self, columns: Sequence[str], question: str, max_conditions: int = MAX_CONDITIONS):
+    def __init__(self, table: str, columns: Sequence[str], question: str, max_conditions: int = MAX_CONDITIONS):
+        self.from_table = b" FROM " + table.encode()
         self.columns = [b'"' + c.replace('"', '""').encode() + b'"' for c in columns]
-        # bytes.lower() folds ASCII only: non-ASCII letters match as written or fully lowercased.
-        self.texts = [question.encode().lower(), question.lower().encode().lower()]
+        self.question = question.lower()  # values match case-insensitively, as NKEY compares them
+        self.letters = {c for c in self.question if not c.isascii()}
         numeric = _DIGIT_COMMA.sub("", question).replace("–", "-").replace("−", "-")
-        self.numbers = [numeric.encode()]
+        found = [m.group(0) for m in _NUMBER.finditer(numeric.encode())]
+        self.numbers = sorted(set(found) | {n.lstrip(b"-") for n in found})  # 1995-96: 96 as well as -96
+        self.number_values = {float(n) for n in self.numbers}
         self.max_conditions = max_conditions
 
     # --- parts: each maps (text, position) to outcomes: end positions of a full match, or END --
@@ -70,8 +73,19 @@ class WikiSqlGrammar:
         return list(out)
 
     def _in_question(self, content: bytes) -> bool:
-        low = content.lower()
-        return any(low in t for t in self.texts)
+        """Is `content` (maybe ending inside a character) the start of a substring of the question?"""
+        try:
+            text, tail = content.decode(), b""
+        except UnicodeDecodeError as e:
+            if e.reason != "unexpected end of data":
+                return False
+            text, tail = content[:e.start].decode(errors="replace"), content[e.start:]
+        low = text.lower()
+        if not tail:
+            return low in self.question
+        # the last character is incomplete: one of the question's letters, in either case, must fit
+        return any(low + c in self.question for c in self.letters
+                   if c.encode().startswith(tail) or c.upper().encode().startswith(tail))
 
     def _string(self, b: bytes, i: int) -> Outcomes:
         """'value' with '' for a quote; the value a non-empty substring of the question."""
@@ -97,15 +111,14 @@ class WikiSqlGrammar:
         return [END]
 
     def _number(self, b: bytes, i: int) -> Outcomes:
-        """A number (-?digits[.digits]) that is one of the question's numbers."""
+        """A number (-?digits[.digits]) equal to one of the question's numbers; while it is being
+        written, a prefix of one of them (50000.0 stands for 50,000.00)."""
         j = i
-        while j < len(b) and b[j] in b"-.0123456789":
+        while j < len(b) and b[j] in b"-.0123456789" and any(n.startswith(b[i:j + 1]) for n in self.numbers):
             j += 1
-        out: set[int] = set()
-        for k in range(i + 1, j + 1):
-            if _NUMBER.fullmatch(b, i, k) and any(b[i:k] in t for t in self.numbers):
-                out.add(k)
-        if j == len(b) and _NUMBER_PREFIX.fullmatch(b, i, j) and (j == i or any(b[i:j] in t for t in self.numbers)):
+        out: set[int] = {k for k in range(i + 1, j + 1)
+                         if _NUMBER.fullmatch(b, i, k) and float(b[i:k]) in self.number_values}
+        if j == len(b) and (j == i or self.numbers):
             out.add(END)
         return list(out)
 
@@ -140,7 +153,7 @@ class WikiSqlGrammar:
 
     def _query(self, b: bytes) -> Outcomes:
         head = self._seq(b, 0, [lambda b, j: self._lit(b, j, b"SELECT "), self._select,
-                                lambda b, j: self._lit(b, j, b" FROM t")])
+                                lambda b, j: self._lit(b, j, self.from_table)])
         out, ended = {o for o in head if o != END}, END in head
         frontier, keyword = set(out), b" WHERE "
         for _ in range(self.max_conditions):
