@@ -209,11 +209,24 @@ class ConstrainedRow:
         self.grammar, self.pieces, self.stops = grammar, pieces, set(stop_ids)
         self.text = b""
 
-    def allowed(self, token: int) -> bool:
+    def allowed(self, token: int, first_ok: dict[int, bool] | None = None) -> bool:
+        """May `token` come next? `first_ok` memoises, for this step, whether the text plus one
+        byte is viable: a token whose first byte is not cannot be (viability is prefix-closed),
+        which spares most parses when the model's favourites are far off (an untrained student)."""
         if token in self.stops:
             return self.grammar.state(self.text)[1]
         piece = self.pieces[token] if token < len(self.pieces) else None
-        return bool(piece) and self.grammar.state(self.text + piece)[0]
+        if not piece:
+            return False
+        if first_ok is not None:
+            head = piece[0]
+            if head not in first_ok:
+                first_ok[head] = self.grammar.state(self.text + piece[:1])[0]
+            if not first_ok[head]:
+                return False
+            if len(piece) == 1:
+                return True
+        return self.grammar.state(self.text + piece)[0]
 
     def pick(self, logits, first: int) -> int:
         """The most likely allowed token (`first` is the row's argmax). Scans the top 64, then all."""
@@ -221,9 +234,10 @@ class ConstrainedRow:
             return self._push(first)
         import torch
 
+        first_ok: dict[int, bool] = {}
         for k in (min(64, logits.shape[-1]), logits.shape[-1]):
             for t in torch.topk(logits, k).indices.tolist():
-                if self.allowed(t):
+                if self.allowed(t, first_ok):
                     return self._push(t)
         # Nothing fits (cannot happen with a byte-level vocabulary): end the answer.
         return self._push(min(self.stops))

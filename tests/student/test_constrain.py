@@ -144,3 +144,24 @@ def test_every_gold_query_is_in_the_language():
         if g.state(gold.encode()) != (True, True):
             rejected.append((question, gold))
     assert not rejected, rejected[:10]  # measured: 0 of the first 6,000 rejected
+
+
+def test_pick_is_the_most_likely_allowed_token(tiny_model):
+    """The first-byte shortcut and the top-64 scan change nothing: the pick equals a brute-force
+    search over the whole vocabulary."""
+    import torch
+
+    from runner.student.constrain import ConstrainedRow
+
+    model, tok = tiny_model
+    stops = stop_token_ids(tok, model)
+    pieces = token_bytes(tok)
+    _, cols, question = prompt_parts(USER)
+    gen = torch.Generator().manual_seed(0)
+    for text in ["", "SELECT ", 'SELECT "cr', 'SELECT "crowd" FROM t', 'SELECT "crowd" FROM t WHERE "away team" = \'So']:
+        for _ in range(5):
+            logits = torch.randn(len(tok), generator=gen)
+            row = ConstrainedRow(WikiSqlGrammar("t", cols, question), pieces, stops)
+            row.text = text.encode()
+            brute = max((t for t in range(len(tok)) if row.allowed(t)), key=lambda t: logits[t].item())
+            assert row.pick(logits, int(logits.argmax())) == brute
