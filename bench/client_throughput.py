@@ -21,6 +21,10 @@ wall <= 1.1 x bound at C=256.
 
     python bench/client_throughput.py                 # both scenarios, both clients (~2 min)
     python bench/client_throughput.py --scenarios 64:2000 --clients http
+    python bench/client_throughput.py --curator-python /path/to/curator-venv/bin/python   # + curator
+
+Curator (bespokelabs-curator, its own virtual environment) runs through bench/curator_client.py:
+its wall is measured around its call (import and setup apart); its p50 and CPU are not read (nan).
 """
 from __future__ import annotations
 
@@ -70,6 +74,25 @@ def run_client(client: str, api_base: str, lats: list[float], concurrency: int, 
             "p50_seen": statistics.median(seen)}
 
 
+def run_curator(python: str, api_base: str, lats: list[float], concurrency: int, tmp: Path) -> dict:
+    """bench/curator_client.py in curator's own interpreter, on the same server and draws."""
+    import json
+    import subprocess
+
+    path = tmp / f"latencies-{concurrency}.json"
+    path.write_text(json.dumps(lats))
+    proc = subprocess.run([python, str(Path(__file__).with_name("curator_client.py")), "--api-base", api_base,
+                           "--concurrency", str(concurrency), "--latencies", str(path)],
+                          capture_output=True, text=True)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"curator run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    r = json.loads(lines[-1])
+    if r["errors"]:
+        raise SystemExit(f"curator: {r['errors']} of {len(lats)} requests failed")
+    return {"wall": r["wall"], "setup": float("nan"), "cpu_ms": float("nan"), "p50_seen": float("nan")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", default="64:2000,256:3000", help="concurrency:requests, comma separated")
@@ -77,6 +100,8 @@ def main() -> None:
     ap.add_argument("--median", type=float, default=0.3)
     ap.add_argument("--p95", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--curator-python", default=None,
+                    help="an interpreter with bespokelabs-curator: adds curator's client, same server and draws")
     args = ap.parse_args()
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     server, api_base = start_server()
@@ -91,8 +116,12 @@ def main() -> None:
                 print(f"\n{n} requests at concurrency {conc}: latency median {statistics.median(lats):.3f} s, "
                       f"max {max(lats):.2f} s; sum/C {mean_c:.2f} s, bound {bound:.2f} s, perfect {perfect:.2f} s "
                       "(computed)")
-                for client in args.clients.split(","):
-                    r = run_client(client, api_base, lats, conc, Path(tmp) / f"{client}-{conc}")
+                clients = args.clients.split(",") + (["curator"] if args.curator_python else [])
+                for client in clients:
+                    if client == "curator":
+                        r = run_curator(args.curator_python, api_base, lats, conc, Path(tmp))
+                    else:
+                        r = run_client(client, api_base, lats, conc, Path(tmp) / f"{client}-{conc}")
                     rows.append((conc, n, client, r, mean_c, bound, perfect))
                     print(f"  {client:8s} wall {r['wall']:6.2f} s (setup {r['setup']:.2f} s apart)  "
                           f"x sum/C {r['wall'] / mean_c:.3f}  x bound {r['wall'] / bound:.3f}  "

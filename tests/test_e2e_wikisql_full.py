@@ -9,6 +9,7 @@ import json
 import polars as pl
 
 from runner.report import build_report
+from runner.student.constrain import WikiSqlGrammar, prompt_parts
 from tests.conftest import read_metrics, requires_data, run_cli
 
 pytestmark = requires_data
@@ -44,6 +45,11 @@ def test_wikisql_full_picks_its_checkpoint_on_train_tables_only(tmp_path):
     assert not prompts["user"].str.contains("/* first", literal=True).any()  # rows_k=0: schema only
     tok = json.loads((art / "student_base" / "tokenizer.json").read_text())
     assert "Split" in json.dumps(tok["pre_tokenizer"])  # the words pre-tokenizer
+    # constrained decoding, labelled, with the plain-greedy twin on the same rows
+    assert m["student_pre.decoding"] == m["student_post.decoding"] == m["compare.student_decoding"] == "greedy+wikisql"
+    assert m["student_post_plain.decoding"] == "greedy" and m["student_post_plain.rows"] == m["student_post.rows"]
+    for user, text in pl.read_parquet(art / "student_post.parquet").select("user", "generation").iter_rows():
+        assert WikiSqlGrammar(*prompt_parts(user)).state(text.encode())[0], text
 
 
 def test_scaling_sweep_runs_on_default_folders_and_plots_against_n_train(tmp_path):

@@ -277,6 +277,8 @@ class CompareStage(Stage):
             "teacher_gold_match_rate": d["gold_match_rate"]["teacher"],
             "student_exec_pass_rate": d["exec_pass_rate"]["student_post"],
             "student_gold_match_rate": d["gold_match_rate"]["student_post"],
+            # greedy | greedy+wikisql (constrained decoding: exec pass is then ~1 by construction)
+            "student_decoding": metrics["inference"]["student"].get("decoding", "greedy"),
             "gold_match_retention_pct": d["gold_match_rate"]["retention_pct"],
             "exec_pass_retention_pct": d["exec_pass_rate"]["retention_pct"],
             "same_sql_rate": results["agreement"]["same_sql_rate"],
