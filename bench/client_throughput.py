@@ -23,7 +23,9 @@ wall <= 1.1 x bound at C=256.
     python bench/client_throughput.py --scenarios 64:2000 --clients http
     python bench/client_throughput.py --curator-python /path/to/curator-venv/bin/python   # + curator
 
-Curator (bespokelabs-curator, its own virtual environment) runs through bench/curator_client.py:
+Curator is not a dependency; give it its own environment (it pins its own litellm and pandas):
+    python -m venv /tmp/curator && /tmp/curator/bin/pip install bespokelabs-curator
+It runs through bench/curator_client.py (tiktoken reads litellm's bundled encodings: no download);
 its wall is measured around its call (import and setup apart); its p50 and CPU are not read (nan).
 """
 from __future__ import annotations
