@@ -184,22 +184,12 @@ def token_bytes(tokenizer) -> list[bytes | None]:
     special = set(tokenizer.all_special_ids)
     n = len(tokenizer)
     if backend is not None and isinstance(backend.decoder, decoders.ByteLevel):
-        table = _byte_decoder()
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        table = {c: b for b, c in bytes_to_unicode().items()}  # printable character -> byte
         pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
         return [None if i in special or p is None else bytes(table[c] for c in p) for i, p in enumerate(pieces)]
     return [None if i in special else tokenizer.decode([i]).encode() for i in range(n)]
-
-
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode: printable character -> byte."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    chars, extra = list(keep), 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(keep, chars)}
 
 
 class ConstrainedRow:
