@@ -89,3 +89,12 @@ def test_progress_is_logged_when_stderr_is_not_a_terminal(caplog):
         for _ in range(100):
             quiet.advance(1)
     assert len(caplog.records) == 10
+
+
+def test_a_decoding_constraint_that_cannot_read_the_prompt_fails_before_the_teacher(tmp_path):
+    m = fails_at_validation(tmp_path / "a", "pipeline.constrain=wikisql",
+                            "pipeline.stages.prompt.template.user='{schema}\n{rows}\nQ: {question}'")
+    assert m["failed_stage"] == "prompt"
+    assert "Question: {question}" in m["error"] and "pipeline.constrain=null" in m["error"]
+    m = fails_at_validation(tmp_path / "b", "pipeline.constrain=sql")
+    assert m["failed_stage"] == "prompt" and "pipeline.constrain='sql'" in m["error"] and "wikisql" in m["error"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from runner.stage import ConfigError, Stage
+from runner.stage import ConfigError, Stage, check_choice
 from runner.student.chat_data import read_chat_jsonl
 from runner.student.train_result import TrainPaths, TrainResult
 
@@ -74,6 +74,9 @@ class Train(Stage):
             self.reads += ("distilled", "prompts", "database.json")  # the dev split and its scorer
 
     def validate(self, ctx) -> None:
+        from runner.providers.local_hf import CONSTRAINTS
+
+        check_choice(self.name, "constrain", self.constrain, CONSTRAINTS)
         key = getattr(self.trainer, "config_key", "trainer")
         if getattr(self.student, "from_scratch", False) and self.trainer.method != "full":
             raise ConfigError(

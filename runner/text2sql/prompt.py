@@ -15,7 +15,7 @@ from typing import Callable
 
 import polars as pl
 
-from runner.stage import ConfigError, Stage, check_range
+from runner.stage import ConfigError, Stage, check_choice, check_range
 from runner.text2sql.data import Table
 from runner.text2sql.database import create_table_sql, table_schema
 from runner.text2sql.load import tables_from_frame
@@ -85,11 +85,25 @@ class PromptStage(Stage):
     reads = ("samples", "tables")
     writes = ("prompts",)
 
-    def __init__(self, template: dict | None = None):
+    def __init__(self, template: dict | None = None, constrain: str | None = None):
         self.template = PromptTemplate(**(template or {}))
+        self.constrain = constrain  # pipeline.constrain: the student's decoding must be able to read these prompts
 
     def validate(self, ctx):
         self.template.validate(f"{self.name}.template")
+        if self.constrain:  # before any teacher request, not when the student is evaluated
+            from runner.providers.local_hf import CONSTRAINTS
+            from runner.student.constrain import prompt_parts
+
+            check_choice("pipeline", "constrain", self.constrain, CONSTRAINTS)
+
+            probe = Table(id="probe", header=["name"], types=["text"], rows=[["x"]])
+            try:
+                prompt_parts(self.template.render(probe, "Which name?", "t")[1])
+            except ValueError as e:
+                raise ConfigError(f"pipeline.constrain={self.constrain} cannot read this prompt ({e}); keep "
+                                  f"'Question: {{question}}' in {self.name}.template.user or set "
+                                  "pipeline.constrain=null") from e
 
     def run(self, ctx):
         samples = ctx.store.read("samples")
