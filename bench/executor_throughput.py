@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import polars as pl  # noqa: E402
 
-from runner.context import default_cache_dir  # noqa: E402
+from runner.core.context import default_cache_dir  # noqa: E402
 from runner.text2sql.data import find_data_root, load_questions, load_tables  # noqa: E402
 from runner.text2sql.database import build_database, table_schema  # noqa: E402
 from runner.text2sql.executor import SqlExecutor  # noqa: E402

@@ -105,7 +105,7 @@ def main() -> None:
               f"   expected kept {m['forecast.expected_kept']} "
               f"[{m['forecast.expected_kept_lo']}, {m['forecast.expected_kept_hi']}] vs kept {m.get('filter.kept')}")
     ok = all(worst[k] <= 15 for k in ("tokens_in", "tokens_out", "wall_s"))
-    print(f"worst |error|: " + ", ".join(f"{k} {v:.1f} %" for k, v in worst.items())
+    print("worst |error|: " + ", ".join(f"{k} {v:.1f} %" for k, v in worst.items())
           + f"  -> target (wall, tokens within 15 %): {'met' if ok else 'NOT met'}")
 
 

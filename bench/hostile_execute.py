@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 import runner.resolvers  # noqa: E402,F401
 from runner.app import execute  # noqa: E402
-from runner.text2sql.evaluate import clean_frame, execute_frame, executor_from  # noqa: E402
+from runner.distill.evaluate import clean_frame, execute_frame, executor_from  # noqa: E402
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 RUNAWAY = ("WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) FROM r",

@@ -32,8 +32,8 @@ SIZES = {"tiny": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_hea
 
 
 def rows_for(args) -> list[dict]:
-    from runner.student.chat_data import read_chat_jsonl
-    from runner.student.toy import toy_rows
+    from runner.train.chat_data import read_chat_jsonl
+    from tests.train.toy import toy_rows
 
     if args.run_dir:
         return read_chat_jsonl(Path(args.run_dir) / "artifacts" / "train.jsonl")[: args.rows]
@@ -42,8 +42,8 @@ def rows_for(args) -> list[dict]:
 
 def prepare(args, work: Path) -> None:
     """Teacher (small, own BPE) and student (tiny, the teacher's tokenizer)."""
+    from runner.lm.scratch import ScratchStudent
     from runner.student.kd_stages import build_with_tokenizer
-    from runner.student.scratch import ScratchStudent
 
     rows = rows_for(args)
     ScratchStudent("small", SIZES).build(rows, work / "teacher", seed=0)
@@ -54,12 +54,12 @@ def one_mode(args, work: Path, mode: str) -> dict:
     """Runs in its own process: one fit, its measurements as a dict."""
     import torch
 
-    from runner.student.chat_data import encode_rows
-    from runner.student.kd_loss import KDConfig
-    from runner.student.perf import PeakMemory
-    from runner.student.teacher_logits import compute_store
-    from runner.student.train_result import TrainPaths
-    from runner.student.trainer_torch import TorchTrainer
+    from runner.lm.perf import PeakMemory
+    from runner.train.chat_data import encode_rows
+    from runner.train.kd_loss import KDConfig
+    from runner.train.result import TrainPaths
+    from runner.train.teacher_logits import compute_store
+    from runner.train.trainer_torch import TorchTrainer
 
     torch.set_num_threads(args.threads)
     rows = rows_for(args)

@@ -3,8 +3,8 @@
 Prints rows/s and actually generated tokens/s for:
   * `hf generate x1`   transformers `model.generate`, one prompt at a time (the reference baseline)
   * `hf generate bN`   transformers `model.generate` on left-padded batches of N (input order)
-  * `ours x1`          runner.student.generate, one prompt at a time
-  * `ours bN`          runner.student.generate, length-sorted batches of N, finished rows dropped
+  * `ours x1`          runner.lm.generate, one prompt at a time
+  * `ours bN`          runner.lm.generate, length-sorted batches of N, finished rows dropped
   * `ours bN shared`   the same, plus prefix sharing: rows of a batch on the same table encode
                        their common schema prefix once
   * `ours bN shared+parallel`  the same, plus one batch per CPU thread at once, each on one
@@ -23,7 +23,7 @@ shared prefix beyond the chat header), lengths +-25% around --prompt-tokens.
 
 Without --model it builds the default scratch student (conf/student/scratch.yaml, size small: 6.2M
 params; tokenizer trained on 1,000 training prompts + gold SQL) for wikisql prompts, or a 4.65M
-Llama (tests/student/tiny_lm.py) for synthetic ones, in a temp folder. Random weights are drawn
+Llama (tests/lm/tiny_lm.py) for synthetic ones, in a temp folder. Random weights are drawn
 with std 0.3 (tiny_lm.py says why) so greedy outputs vary from row to row; a default-init model
 repeats one token, which would make the agreement check vacuous.
 """
@@ -41,8 +41,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner.student.generate import (encode_chats, generate_torch, load_torch_model,  # noqa: E402
-                                     stop_token_ids)
+from runner.lm.generate import (  # noqa: E402
+    encode_chats,
+    generate_torch,
+    load_torch_model,
+    stop_token_ids,
+)
 
 WORDS = ("player team position year score country nationality school college round pick "
          "games points goals rank city venue date opponent result attendance record").split()
@@ -69,9 +73,9 @@ def wikisql_prompts(rows: int, seed: int) -> tuple[list[list[dict[str, str]]], l
     """(eval conversations, training chats with gold SQL) as the pipeline's load + prompt stages make them."""
     import json
 
+    from runner.distill.load import WikiSqlDataset
     from runner.text2sql.data import find_data_root, load_questions, load_tables
     from runner.text2sql.database import table_schema
-    from runner.text2sql.load import WikiSqlDataset
     from runner.text2sql.prompt import PromptTemplate, chat_messages
     from runner.text2sql.sql import render_sql
 
@@ -97,13 +101,13 @@ def build_default_model(folder: Path, prompts: str, train: list[dict], seed: int
     import yaml
 
     if prompts == "synthetic":
-        from tests.student.tiny_lm import build_tiny_lm
+        from tests.lm.tiny_lm import build_tiny_lm
 
         return build_tiny_lm(folder, hidden=256, layers=6, heads=8, kv_heads=4, intermediate=688, vocab=4096,
                              seed=seed)
     from transformers import AutoModelForCausalLM
 
-    from runner.student.scratch import ScratchStudent
+    from runner.lm.scratch import ScratchStudent
 
     cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf/student/scratch.yaml").read_text())
     ScratchStudent(size="small", sizes=cfg["sizes"]).build(train, folder, seed)
@@ -172,7 +176,7 @@ def main() -> None:
 
     import torch
 
-    from runner.student.batch_plan import plan_batches, prefill_plan
+    from runner.lm.batch_plan import plan_batches, prefill_plan
 
     tmp = tempfile.TemporaryDirectory()
     convs, train = wikisql_prompts(args.rows, args.seed) if args.prompts == "wikisql" else (None, [])

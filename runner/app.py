@@ -20,13 +20,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from runner import pipeline, tracking
-from runner.artifacts import atomic_write_json
-from runner.console import quiet_third_party
-from runner.context import RunContext
-from runner.metrics import samples_per_hour
-from runner.runinfo import run_info
-from runner.secrets import api_key_env_names, install_redaction, redact, secret_values
-from runner.stage import ConfigError, GateFailed, StageFailed
+from runner.core.artifacts import atomic_write_json
+from runner.core.console import quiet_third_party
+from runner.core.context import RunContext
+from runner.core.metrics import samples_per_hour
+from runner.core.runinfo import run_info
+from runner.core.secrets import (
+    api_key_env_names,
+    install_redaction,
+    redact,
+    secret_values,
+)
+from runner.core.stage import ConfigError, GateFailed, StageFailed
 
 log = logging.getLogger("runner")
 
@@ -168,7 +173,7 @@ def _finish(cfg, run_dir, ctx, tracker, experiment, started, t0, status, error, 
     try:
         from runner.summary import print_summary
 
-        print_summary(metrics, ctx.timer.report(wall, samples), run_dir)
+        print_summary(metrics, ctx.timer.report(wall, samples), run_dir, full=cfg.get("summary") == "full")
     except Exception as e:  # noqa: BLE001 - a summary must never turn a good run into a failure
         log.warning("could not print summary: %s", e)
     return RunResult(status, metrics, code)

@@ -9,8 +9,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.context import RunContext
-from runner.stage import ConfigError, Stage
+from runner.core.context import RunContext
+from runner.core.stage import ConfigError, Stage
 
 
 @dataclass
@@ -45,7 +45,7 @@ def build(pipeline_cfg: DictConfig) -> list[PlannedStage]:
             raise _in_stage(ConfigError(f"pipeline.stages.{name}: cannot instantiate {scfg['_target_']}: {cause}"),
                             name) from e
         if not isinstance(obj, Stage):
-            raise ConfigError(f"pipeline.stages.{name}: {scfg['_target_']} is not a runner.stage.Stage")
+            raise ConfigError(f"pipeline.stages.{name}: {scfg['_target_']} is not a runner.core.stage.Stage")
         obj.name = name
         planned.append(PlannedStage(name, obj))
     if not planned:

@@ -1,4 +1,10 @@
-"""The table printed at the end of a run (rich): status, headline metrics, stage times."""
+"""What a run prints when it ends: one screen, the few numbers that say whether it worked.
+
+Status and wall time; the experiment family's short list of metrics (runner.report.defaults),
+each beside its baselines (the student before training, the teacher on the same rows, the
+constant answer); stage times on one line; the notices; where the outputs are. `summary: full`
+in config (or `python -m runner.report RUN --metrics '*'`) prints every metric.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,40 +14,62 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from runner.core.console import format_value
+from runner.report.defaults import baselines_of, family_metrics
+
 _SKIP_PREFIX = ("version.", "run.git_commit", "run.host", "run.platform", "run.started_at", "run.ended_at")
+MAX_ROWS = 14  # the short list is longer for no family: cap it, the full table is one flag away
 
 
-def format_value(v: Any, none: str = "null") -> str:
-    """How tables show a metric: 4 significant digits for floats, `none` for a missing value."""
-    if v is None:
-        return none
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def rate_text(metrics: dict[str, Any], key: str) -> str:
+    """`0.449 ± 0.031` when the metric has a 95 % interval (`<key>_ci95` = [lo, hi]), else the value."""
+    v, ci = metrics.get(key), metrics.get(f"{key}_ci95")
+    if isinstance(v, float) and isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return f"{v:.3f} ± {max(v - ci[0], ci[1] - v):.3f}"
+    return format_value(v)
+
+
+def stage_line(timing: dict[str, Any]) -> str:
+    parts = [f"{name} {s['wall_s']:.1f}s" for name, s in timing.get("stages", {}).items()
+             if isinstance(s.get("wall_s"), (int, float))]
+    total = timing.get("total_wall_s")
+    return "stages: " + " · ".join(parts) + (f"  (total {total:.1f}s)" if isinstance(total, (int, float)) else "")
+
+
+def short_keys(metrics: dict[str, Any]) -> list[str]:
+    keys = [k for k in metrics if not k.startswith(_SKIP_PREFIX) and not isinstance(metrics[k], (dict, list))]
+    chosen = family_metrics(keys)
+    if chosen is None:  # no family: the metrics the pipeline's stages wrote, not the run's bookkeeping
+        chosen = [k for k in keys if not k.startswith("run.") and k not in ("status", "experiment", "seed")]
+    return [k for k in chosen if k not in ("run.wall_s",)][:MAX_ROWS]
 
 
 def print_summary(metrics: dict[str, Any], timing: dict[str, Any], run_dir: Path,
-                  console: Console | None = None) -> None:
+                  console: Console | None = None, full: bool = False) -> None:
     console = console or Console(stderr=False, soft_wrap=True)
     status = metrics.get("status")
     colour = {"ok": "green", "gated": "yellow"}.get(status, "red")
-    t = Table(title=f"run {metrics.get('experiment')} - [{colour}]{status}[/{colour}]", show_lines=False)
+    wall = metrics.get("run.wall_s")
+    console.print(f"run {metrics.get('experiment')} - [{colour}]{status}[/{colour}]"
+                  + (f" in {wall:.1f}s" if isinstance(wall, (int, float)) else ""))
+    if metrics.get("error"):
+        console.print(Text(f"error: {metrics['error']}", style="red"))
+    t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k, v in metrics.items():
-        if k.startswith(_SKIP_PREFIX) or isinstance(v, (dict, list)):
-            continue
-        t.add_row(k, format_value(v))
-    console.print(t)
-    st = Table(title="stage timing")
-    for col in ("stage", "wall_s", "share", "items", "items/s", "p50", "p95"):
-        st.add_column(col, justify="left" if col == "stage" else "right")
-    for name, s in timing.get("stages", {}).items():
-        lat = s.get("latency") or {}
-        st.add_row(name, format_value(s["wall_s"]), format_value(s["share"]), format_value(s["items"]), format_value(s["items_per_s"]),
-                   format_value(lat.get("p50")), format_value(lat.get("p95")))
-    st.add_row("total", format_value(timing.get("total_wall_s")), "1", "", "", "", "")
-    console.print(st)
+    t.add_column("baselines (eval rows)")
+    keys = [k for k in metrics if not k.startswith(_SKIP_PREFIX) and not isinstance(metrics[k], (dict, list))] \
+        if full else short_keys(metrics)
+    for k in keys:
+        refs = [f"{label} {rate_text(metrics, ref)}" for label, ref in baselines_of(k) if metrics.get(ref) is not None]
+        t.add_row(k, rate_text(metrics, k), " · ".join(refs))
+    if keys:
+        console.print(t)
+    for line in metrics.get("compare.paired_summary") or []:  # paired tests, when the run made them
+        console.print(line, markup=False)
+    console.print(stage_line(timing), markup=False)
     for note in metrics.get("run.notices") or []:  # e.g. a simulated teacher: its numbers are not measurements
         console.print(Text(f"NOTE: {note}", style="bold yellow"))
-    console.print(f"outputs: {run_dir}")
+    console.print(f"outputs: {run_dir}", markup=False)
+    if not full:
+        console.print(f"all metrics: python -m runner.report {run_dir} --metrics '*'", markup=False)

@@ -17,7 +17,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 log = logging.getLogger("runner")
 

@@ -6,7 +6,7 @@ import time
 
 import polars as pl
 
-from runner.stage import ConfigError, Stage, check_range
+from runner.core.stage import ConfigError, Stage, check_range
 
 
 class MakeRows(Stage):
@@ -74,6 +74,6 @@ class RejectsConfig(Stage):
 
 class AlwaysGated(Stage):
     def run(self, ctx):
-        from runner.stage import GateFailed
+        from runner.core.stage import GateFailed
 
         raise GateFailed("too few rows passed the gate", {"min_total": {"threshold": 50, "value": 20}})

@@ -1,8 +1,6 @@
 """Every experiment composes with the Hydra compose API (struct mode, all groups resolvable)."""
 from __future__ import annotations
 
-
-
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf

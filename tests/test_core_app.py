@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import time
 
-
 from tests.conftest import REPO, read_metrics, run_cli
 
 # Absolute: the CLI runs from a temporary folder (tests.conftest.run_cli).

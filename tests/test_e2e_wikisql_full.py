@@ -9,7 +9,7 @@ import json
 import polars as pl
 
 from runner.report import build_report
-from runner.student.constrain import WikiSqlGrammar, prompt_parts
+from runner.text2sql.grammar import WikiSqlGrammar, prompt_parts
 from tests.conftest import read_metrics, requires_data, run_cli
 
 pytestmark = requires_data

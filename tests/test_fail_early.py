@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
+from runner.core.stage import ConfigError
 from runner.engine.progress import GenerationProgress
-from runner.stage import ConfigError
 from tests.cli_tmp import metrics, run_in_tmp
 from tests.conftest import requires_data
 
@@ -35,7 +35,7 @@ def test_hub_student_offline_without_cache_fails_before_the_teacher(tmp_path):
 def test_hub_student_with_the_hub_unreachable_is_a_config_error(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from runner.student.hf_student import HFStudent
+    from runner.lm.hf import HFStudent
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.artifacts import atomic_path
-from runner.stage import ConfigError
+from runner.core.artifacts import atomic_path
+from runner.core.stage import ConfigError
 
 
 def burgers_rhs(u_hat: np.ndarray, k: np.ndarray, nu: float, dealias: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.artifacts import atomic_write_bytes
 from runner.cd.models import NetSpec
+from runner.core.artifacts import atomic_write_bytes
 
 
 def save_checkpoint(path: Path, net: nn.Module, spec: NetSpec, **extra: Any) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from runner.cd.edm import Denoiser, heun_step
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 TAU_DISTRIBUTIONS = ("uniform", "beta")
 DISTANCES = ("l2", "l1", "pseudo_huber")

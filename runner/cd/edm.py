@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 
 @dataclass

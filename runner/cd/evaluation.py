@@ -12,7 +12,7 @@ from runner.cd.edm import consistency_sample, heun_sample
 from runner.cd.report import nrmse, nrmse_per_sample, plot_cases, plot_nrmse_vs_nfe
 from runner.cd.runtime import TorchRuntime, sync
 from runner.cd.stages import load_denoiser, load_pairs
-from runner.stage import ConfigError, Stage, check_range
+from runner.core.stage import ConfigError, Stage, check_range
 
 
 class CDEvalStage(Stage):

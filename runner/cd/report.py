@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from runner.cd.consistency import CDSettings
-from runner.plotting import pyplot, save_figure
+from runner.core.plotting import pyplot, save_figure
 
 
 def nrmse(pred: np.ndarray, truth: np.ndarray) -> float:

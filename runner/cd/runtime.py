@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 
 @dataclass

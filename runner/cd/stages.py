@@ -18,8 +18,14 @@ from runner.cd.consistency import CDSettings, Models, draw_step, optimizer_step
 from runner.cd.edm import Denoiser, EDMSchedule, edm_loss
 from runner.cd.models import NetSpec, count_params, macs_per_row
 from runner.cd.report import distill_cost
-from runner.cd.runtime import TorchRuntime, cosine_lr, gpu_utilization, peak_memory_mb, sync
-from runner.stage import ConfigError, Stage, check_range
+from runner.cd.runtime import (
+    TorchRuntime,
+    cosine_lr,
+    gpu_utilization,
+    peak_memory_mb,
+    sync,
+)
+from runner.core.stage import ConfigError, Stage, check_range
 
 
 def load_pairs(ctx, device: torch.device) -> dict[str, torch.Tensor]:

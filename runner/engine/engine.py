@@ -22,7 +22,13 @@ from runner.engine.cache import ResponseCache, request_key
 from runner.engine.progress import GenerationProgress
 from runner.engine.ratelimit import RateLimiter
 from runner.engine.records import responses_frame, run_stats  # noqa: F401  (responses_frame re-exported)
-from runner.engine.types import Completion, GenerationResult, ProviderError, Request, Response
+from runner.engine.types import (
+    Completion,
+    GenerationResult,
+    ProviderError,
+    Request,
+    Response,
+)
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
+from runner.core.stage import StageFailed
 from runner.engine.types import ProviderError
-from runner.stage import StageFailed
 
 # Why each transport kind happens and what to change.
 _FIXES = {

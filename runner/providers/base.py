@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from runner.core.stage import ConfigError, check_choice, check_range
 from runner.engine.types import Completion, ProviderError, Request  # noqa: F401  (re-exported)
-from runner.stage import ConfigError, check_choice, check_range
 
 
 class Provider:
@@ -56,7 +56,7 @@ class Provider:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.batch_size = batch_size
-        # best-of-n samples per question (runner.text2sql.vote) and online | batch (runner.providers.batch)
+        # best-of-n samples per question (runner.distill.vote) and online | batch (runner.providers.batch)
         self.n, self.mode, self.batch_poll_s = n, mode, batch_poll_s
 
     # --- configuration -------------------------------------------------------------------

@@ -27,12 +27,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from runner.core.stage import ConfigError
 from runner.engine import generate
 from runner.engine.cache import ResponseCache, request_key
 from runner.engine.records import run_stats
 from runner.engine.types import Completion, GenerationResult, Request, Response
 from runner.providers.pricing import price, unit_prices
-from runner.stage import ConfigError
 
 _TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -122,7 +122,7 @@ class BatchClient:
         return kw
 
     def _line(self, key: str, req: Request) -> str:
-        from runner.providers.litellm_provider import sample_params
+        from runner.providers.litellm_client import sample_params
 
         body = {"model": self.provider.model.split("/", 1)[-1], "messages": req.messages,
                 **sample_params(self.provider.generation_params(), req.sample)}
@@ -176,7 +176,7 @@ class BatchClient:
         return GenerationResult(responses=responses, stats=stats)
 
     def _batch(self, todo: dict[str, Request], cache: ResponseCache):
-        from runner.providers.litellm_provider import load_litellm
+        from runner.providers.litellm_client import load_litellm
 
         litellm, kw = load_litellm(), self._kw()
         t0 = time.monotonic()

@@ -11,30 +11,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import os
 import socket
 from typing import Any
 
+from runner.core.secrets import read_secret
+from runner.core.stage import ConfigError
 from runner.engine.types import Completion, ProviderError, Request
 from runner.providers.base import Provider
-from runner.providers.openai_http import OpenAIHTTP, choose_client, parse_retry_after, unit_prices
-from runner.secrets import read_secret
-from runner.stage import ConfigError
+from runner.providers.batch import check_batch
+from runner.providers.litellm_client import load_litellm, sample_params
+from runner.providers.openai_http import (
+    OpenAIHTTP,
+    choose_client,
+    parse_retry_after,
+    unit_prices,
+)
 
-_litellm = None
 # Routes that honour api_base with an OpenAI-style client (safe to warm up against port 0).
 _OPENAI_COMPATIBLE = {"openai", "openrouter", "hosted_vllm", "ollama", "ollama_chat"}
-
-
-def load_litellm():
-    global _litellm
-    if _litellm is None:
-        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before import: no fetch of the cost map
-        import litellm
-
-        litellm.suppress_debug_info = True  # no "Give Feedback" banner on every failed attempt
-        _litellm = litellm
-    return _litellm
 
 
 class LiteLLMProvider(Provider):
@@ -65,8 +59,6 @@ class LiteLLMProvider(Provider):
         # Fails here, before any request, naming the variable to set.
         self._api_key = read_secret(self.api_key_env, what=f"provider {self.model}")
         if self.mode == "batch":
-            from runner.providers.batch import check_batch
-
             check_batch(self)
 
     def setup(self) -> None:
@@ -89,7 +81,7 @@ class LiteLLMProvider(Provider):
         loopback server, stalling the whole first window). Pay it here with a call to port 0 of
         this machine: the connect fails at once and nothing anywhere receives a request."""
         try:
-            await _litellm.acompletion(model=self.model, messages=[{"role": "user", "content": "warm-up"}],
+            await load_litellm().acompletion(model=self.model, messages=[{"role": "user", "content": "warm-up"}],
                                        api_base="http://127.0.0.1:0/v1", api_key="warm-up", timeout=2,
                                        num_retries=0, max_retries=0)
         except Exception:  # noqa: BLE001 - failing is the point
@@ -140,14 +132,6 @@ class LiteLLMProvider(Provider):
         usage = getattr(resp, "usage", None)
         return Completion(text=text, tokens_in=getattr(usage, "prompt_tokens", None),
                           tokens_out=getattr(usage, "completion_tokens", None), cost_usd=response_cost(litellm, resp))
-
-
-def sample_params(kwargs: dict[str, Any], sample: int) -> dict[str, Any]:
-    """Best-of-n: sample k > 0 is sent with seed = provider.seed (or 0) + k, so each sample is its
-    own reproducible draw and an OpenAI-compatible server can tell the samples apart."""
-    if sample:
-        kwargs = {**kwargs, "seed": int(kwargs.get("seed") or 0) + int(sample)}
-    return kwargs
 
 
 def response_cost(litellm, resp) -> float | None:

@@ -1,7 +1,7 @@
 """`local_hf`: an in-process causal LM (a local Hugging Face folder or a hub id) as a provider.
 
 Batched for real: the engine hands `complete_batch` up to `batch_size` requests and they are
-decoded together in one left-padded greedy batch (runner.student.generate), stopping at the
+decoded together in one left-padded greedy batch (runner.lm.generate), stopping at the
 end-of-turn token. `tokens_out` is what the model actually generated for each row. Backends:
 `torch` (transformers) everywhere; `mlx` (mlx-lm's batch generation) where mlx is installed.
 Use it for students and as a local teacher: `provider=local_hf provider.model=/path/or/hub-id`.
@@ -15,11 +15,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from runner.core.stage import ConfigError, check_choice
+from runner.lm import constraint
 from runner.providers.base import Completion, Provider, Request
-from runner.stage import ConfigError, check_choice
 
 BACKENDS = ("torch", "mlx")
-CONSTRAINTS = (None, "wikisql")  # runner.student.constrain
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _FINGERPRINT_FILES = ("*.safetensors", "*.bin", "*.npz", "config.json", "tokenizer.json",
                       "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
@@ -61,7 +61,7 @@ class LocalHFProvider(Provider):
             raise ConfigError(f"provider.share_prefix_min_tokens={self.share_prefix_min_tokens!r} must be an "
                               "integer >= 0 (0: off; e.g. 32: rows of a batch sharing >= 32 prompt tokens "
                               "encode them once)")
-        check_choice("provider", "constrain", self.constrain, CONSTRAINTS)
+        constraint.check_name("provider", self.constrain)
         if self.constrain and self.backend == "mlx":
             raise ConfigError(f"provider.constrain={self.constrain}: constrained decoding runs on the torch "
                               "backend only; set backend=torch or constrain=null")
@@ -92,8 +92,7 @@ class LocalHFProvider(Provider):
         with self._lock:
             if self._loaded is not None:
                 return
-            from runner.student import generate as gen
-
+            from runner.lm import generate as gen
             if self.backend == "mlx":
                 model, tok, secs = gen.load_mlx_model(self.model)
             else:
@@ -109,8 +108,8 @@ class LocalHFProvider(Provider):
     def order(self, conversations: list[list[dict[str, str]]]) -> list[int]:
         """The order to send these conversations in: longest first, and rows sharing a prompt
         prefix next to each other (so the engine's consecutive batches can share it)."""
-        from runner.student import generate as gen
-        from runner.student.batch_plan import plan_order
+        from runner.lm import generate as gen
+        from runner.lm.batch_plan import plan_order
 
         _, tok = self.model_and_tokenizer
         encode = gen.encode_chats_mlx if self.backend == "mlx" else gen.encode_chats
@@ -121,10 +120,10 @@ class LocalHFProvider(Provider):
     def session(self):
         """With concurrency > 1 on a CPU, the engine runs that many batches at once in threads:
         each gets one torch thread (one batch per core decodes faster than every core on one
-        batch; runner.student.greedy). The thread count is restored afterwards."""
+        batch; runner.lm.greedy). The thread count is restored afterwards."""
         import torch
 
-        from runner.student.generate import resolve_device
+        from runner.lm.generate import resolve_device
 
         if self.backend != "torch" or self.concurrency == 1 or resolve_device(self.device) != "cpu":
             yield
@@ -138,9 +137,8 @@ class LocalHFProvider(Provider):
 
     def generate(self, conversations: list[list[dict[str, str]]], *, sort_by_length: bool = True,
                  batch_size: int | None = None, workers: int | str = "auto"):
-        """Direct batched generation (no engine): list of runner.student.generate.Generation."""
-        from runner.student import generate as gen
-
+        """Direct batched generation (no engine): list of runner.lm.generate.Generation."""
+        from runner.lm import generate as gen
         model, tok = self.model_and_tokenizer
         bs = batch_size or self.batch_size
         if self.backend == "mlx":  # mlx-lm's batch generation, one batch at a time; no prefix sharing

@@ -14,8 +14,8 @@ import asyncio
 import json
 from typing import Any
 
+from runner.core.stage import ConfigError
 from runner.engine.types import Completion, ProviderError
-from runner.stage import ConfigError
 
 # litellm routes whose wire format is OpenAI's chat completions (the prefix is stripped, as litellm does).
 HTTP_ROUTES = {"openai": None, "hosted_vllm": None, "openrouter": "https://openrouter.ai/api/v1"}

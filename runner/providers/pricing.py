@@ -10,7 +10,7 @@ def unit_prices(provider) -> tuple[float | None, float | None, str]:
     if provider.kind != "litellm":
         reason = getattr(provider, "cost_reason", None)
         return None, None, reason() if reason else f"{provider.kind} has no price"
-    from runner.providers.litellm_provider import load_litellm
+    from runner.providers.litellm_client import load_litellm
 
     litellm = load_litellm()
     try:

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from runner.core.console import format_value
 from runner.report import defaults, plots
 from runner.report.load import Runs, default_metrics, find_job_dirs, load_runs
-from runner.summary import format_value
 
 MAX_PARAM_PLOTS = 24  # metric-vs-parameter PNGs per report; more are noise (pick with --metrics)
 

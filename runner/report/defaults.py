@@ -46,6 +46,19 @@ REFERENCES = {
 }
 
 
+def baselines_of(metric: str) -> list[tuple[str, str]]:
+    """(label, metric) pairs a metric is read against, measured on the same eval rows: for a student
+    rate, the student before training, the teacher and the constant answer; for the teacher's and
+    the distilled set's rates, the constant answer."""
+    scope, _, name = metric.partition(".")
+    if scope.startswith("student_") and scope != "student_pre" and name.endswith("_rate"):
+        return [("before", f"student_pre.{name}"), ("teacher", f"compare.teacher_{name}"),
+                ("constant", f"compare.constant_baseline_{name}")]
+    if scope in ("teacher", "distilled") and name in ("gold_match_rate", "exec_pass_rate"):
+        return [("constant", f"compare.constant_baseline_{name}")]
+    return [(label, ref) for ref, label in zip(REFERENCES.get(metric, ()), ("teacher", "constant"))]
+
+
 def family_of(columns: list[str]) -> Family | None:
     return next((f for f in FAMILIES.values() if f.marker in columns), None)
 

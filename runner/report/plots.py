@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner.plotting import pyplot, save_figure
+from runner.core.plotting import pyplot, save_figure
 
 
 def _slug(name: str) -> str:

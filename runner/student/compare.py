@@ -20,11 +20,11 @@ from typing import Any
 
 import polars as pl
 
-from runner.stage import Stage
+from runner.core.stage import Stage
+from runner.distill.evaluate import open_executor
+from runner.lm.perf import safetensors_params, weight_bytes
 from runner.student import baseline as base
 from runner.student import plots as plotting
-from runner.student.perf import safetensors_params, weight_bytes
-from runner.text2sql.evaluate import open_executor
 from runner.text2sql.scoring import results_match, sql_tokens, token_f1
 
 FORMULAS = {

@@ -12,8 +12,8 @@ from typing import Any
 
 import polars as pl
 
+from runner.distill.evaluate import executor_from
 from runner.text2sql.cleaner import clean_sql
-from runner.text2sql.evaluate import executor_from
 from runner.text2sql.prompt import chat_messages
 from runner.text2sql.scoring import score_sql
 
@@ -45,7 +45,7 @@ class DevSet:
         """Greedy answers of `model` on the dev rows: share whose result matches the gold result."""
         import torch
 
-        from runner.student.generate import generate_torch
+        from runner.lm.generate import generate_torch
 
         convs = [chat_messages(s, u) for s, u in self.rows.select("system", "user").iter_rows()]
         was_training = model.training

@@ -1,7 +1,7 @@
 """Stages `student_pre` / `student_post`: the student answers the held-out eval split.
 
 Same prompt rows (artifacts/prompts, split == "eval"), same cleaner, sandboxed executor, scorer
-and judge as the teacher (runner.text2sql.evaluate), through the generation engine with the
+and judge as the teacher (runner.distill.evaluate), through the generation engine with the
 `local_hf` provider (true batched greedy decoding; mlx-lm's batch generation for mlx students).
 Rows are sent longest-first so each engine batch holds similar lengths (little padding).
 
@@ -22,14 +22,20 @@ from typing import Any
 
 import polars as pl
 
+from runner.core.stage import ConfigError, Stage, check_choice, check_range
+from runner.distill.evaluate import (
+    clean_frame,
+    execute_frame,
+    judge_frame,
+    open_executor,
+)
+from runner.distill.teacher import answers_frame
 from runner.engine import Request, generate
-from runner.providers.local_hf import CONSTRAINTS, LocalHFProvider
-from runner.stage import ConfigError, Stage, check_choice, check_range
-from runner.student.perf import PeakMemory, rss_bytes
-from runner.text2sql.evaluate import clean_frame, execute_frame, judge_frame, open_executor
+from runner.lm import constraint
+from runner.lm.perf import PeakMemory, rss_bytes
+from runner.providers.local_hf import LocalHFProvider
 from runner.text2sql.prompt import chat_messages
 from runner.text2sql.quality import rates
-from runner.text2sql.teacher import answers_frame
 
 
 def training_prompts(ctx) -> tuple[set[str], set[tuple[str, str]]]:
@@ -90,7 +96,7 @@ class StudentEvalStage(Stage):
         check_range(self.name, "warmup_rows", self.warmup_rows, 0)
         check_range(self.name, "latency_probe_rows", self.latency_probe_rows, 0)
         check_range(self.name, "share_prefix_min_tokens", self.share_prefix_min_tokens, 0)
-        check_choice(self.name, "constrain", self.constrain, CONSTRAINTS)
+        constraint.check_name(self.name, self.constrain)
         if self.constrain and self.resolved_backend() == "mlx":
             raise ConfigError(f"{self.name}.constrain={self.constrain}: constrained decoding runs on the torch "
                               "backend only; set pipeline.constrain=null for an mlx student")
@@ -150,19 +156,19 @@ class StudentEvalStage(Stage):
         ctx.timer.add_items(scored.height)
 
     def _workers(self) -> int:
-        """auto: one batch per CPU thread for torch on a CPU (runner.student.greedy says why), else 1."""
+        """auto: one batch per CPU thread for torch on a CPU (runner.lm.greedy says why), else 1."""
         if self.workers != "auto":
             return int(self.workers)
         if self.resolved_backend() != "torch":
             return 1
-        from runner.student.greedy import auto_workers
+        from runner.lm.greedy import auto_workers
 
         return auto_workers(self._device_hint())
 
     def _device_hint(self) -> str:
         if self.resolved_backend() == "mlx":
             return "cpu"
-        from runner.student.generate import resolve_device
+        from runner.lm.generate import resolve_device
 
         return resolve_device(self.device)
 
@@ -242,5 +248,5 @@ class StudentEvalStage(Stage):
 
 
 def _decoding(constrain: str | None) -> str:
-    """How the answers were decoded: `greedy`, or `greedy+wikisql` (runner.student.constrain)."""
+    """How the answers were decoded: `greedy`, or `greedy+wikisql` (runner.text2sql.grammar)."""
     return f"greedy+{constrain}" if constrain else "greedy"

@@ -15,11 +15,11 @@ from typing import Any
 
 import polars as pl
 
-from runner.stage import ConfigError, Stage
-from runner.student.kd_loss import KDConfig
-from runner.student.chat_data import encode_rows, read_chat_jsonl
-from runner.student.stages import LOG_SCHEMA, _remove, log_train_metrics
-from runner.student.train_result import TrainPaths
+from runner.core.artifacts import remove_path
+from runner.core.stage import ConfigError, Stage
+from runner.train.chat_data import encode_rows, read_chat_jsonl
+from runner.train.kd_loss import KDConfig
+from runner.train.result import LOG_SCHEMA, TrainPaths, log_train_metrics
 
 
 def kd_of(trainer: Any) -> KDConfig | None:
@@ -93,7 +93,7 @@ def validate_kd(trainer: Any, store, own_writes: tuple[str, ...] = ()) -> None:
     teacher = resolve_teacher(kd, store, own_writes)
     base = store.locate("student_base/")
     if teacher is not None and base is not None and (teacher / "config.json").exists():
-        from runner.student.teacher_logits import tokenizer_difference
+        from runner.train.teacher_logits import tokenizer_difference
 
         diff = tokenizer_difference(teacher, base)
         if diff:
@@ -122,13 +122,13 @@ class ModelInit(Stage):
     def validate(self, ctx) -> None:
         self.student.validate(self.name)
         if not getattr(self.student, "from_scratch", False):
-            raise ConfigError(f"{self.name}: needs a scratch student config (runner.student.scratch.ScratchStudent)")
+            raise ConfigError(f"{self.name}: needs a scratch student config (runner.lm.scratch.ScratchStudent)")
 
     def run(self, ctx) -> None:
         rows = read_chat_jsonl(ctx.store.locate("train.jsonl"))
         out = ctx.store.path(self.output)
         tmp = out.with_name(out.name + ".tmp")
-        _remove(tmp)
+        remove_path(tmp)
         seed = ctx.stage_seed(self.name)
         if self.tokenizer_from:
             source = locate_input(ctx.store, self.tokenizer_from, self.writes)
@@ -138,7 +138,7 @@ class ModelInit(Stage):
             info = build_with_tokenizer(self.student, source, tmp, seed)
         else:
             info = self.student.build(rows, tmp, seed)
-        _remove(out)
+        remove_path(out)
         os.replace(tmp, out)
         ctx.timer.add_items(len(rows))
         ctx.metrics.log(f"{self.metric_prefix}.source", self.student.description)
@@ -180,7 +180,7 @@ class TeacherTrain(Stage):
         ck = ctx.store.path(f"{self.name}_checkpoints/")
         paths = TrainPaths(model=ctx.store.path(self.output), adapter=ctx.store.path(f"{self.name}_adapter/"),
                            checkpoints=ck, resume_dirs=[ck, *[d / ck.name for d in ctx.store.fallback_dirs]])
-        _remove(paths.model)
+        remove_path(paths.model)
         result = self.trainer.fit(read_chat_jsonl(ctx.store.locate("train.jsonl")),
                                   read_chat_jsonl(ctx.store.locate("valid.jsonl")),
                                   ctx.store.locate(self.base), paths, ctx.stage_seed(self.name))
@@ -227,7 +227,7 @@ class TeacherLogitsStage(Stage):
     def run(self, ctx) -> None:
         import torch
 
-        from runner.student.teacher_logits import cached_store, tokenizer_difference
+        from runner.train.teacher_logits import cached_store, tokenizer_difference
 
         if not self.active:
             ctx.log.info("teacher_logits: nothing to do (trainer kd is off or mode=online)")

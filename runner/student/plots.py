@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from runner.plotting import pyplot, save_figure
+from runner.core.plotting import pyplot, save_figure
 
 
 def accuracy_bars(acc: dict[str, Any], path: Path, *, simulated: bool = False) -> Path:

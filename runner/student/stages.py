@@ -7,25 +7,15 @@ train         reads train.jsonl, valid.jsonl, student_base/  writes student_mode
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from runner.stage import ConfigError, Stage, check_choice
-from runner.student.chat_data import read_chat_jsonl
-from runner.student.train_result import TrainPaths, TrainResult
-
-LOG_SCHEMA = {"step": pl.Int64, "loss": pl.Float64, "valid_loss": pl.Float64, "lr": pl.Float64,
-              "tokens": pl.Int64, "elapsed_s": pl.Float64, "dev_gold": pl.Float64}
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+from runner.core.artifacts import remove_path
+from runner.core.stage import ConfigError, Stage
+from runner.lm import constraint
+from runner.train.chat_data import read_chat_jsonl
+from runner.train.result import LOG_SCHEMA, TrainPaths, log_train_metrics
 
 
 class StudentInit(Stage):
@@ -44,9 +34,9 @@ class StudentInit(Stage):
         rows = read_chat_jsonl(ctx.store.locate("train.jsonl"))
         out = ctx.store.path("student_base/")
         tmp = out.with_name(out.name + ".tmp")
-        _remove(tmp)
+        remove_path(tmp)
         info = self.student.build(rows, tmp, ctx.stage_seed("student_init"))
-        _remove(out)
+        remove_path(out)
         os.replace(tmp, out)  # never leave a half-built model where the next stage would trust it
         ctx.timer.add_items(len(rows))
         ctx.metrics.log("student.source", self.student.description)
@@ -74,9 +64,8 @@ class Train(Stage):
             self.reads += ("distilled", "prompts", "database.json")  # the dev split and its scorer
 
     def validate(self, ctx) -> None:
-        from runner.providers.local_hf import CONSTRAINTS
 
-        check_choice(self.name, "constrain", self.constrain, CONSTRAINTS)
+        constraint.check_name(self.name, self.constrain)
         key = getattr(self.trainer, "config_key", "trainer")
         if getattr(self.student, "from_scratch", False) and self.trainer.method != "full":
             raise ConfigError(
@@ -102,7 +91,7 @@ class Train(Stage):
                            checkpoints=ckpt_dir,
                            resume_dirs=[ckpt_dir, *[d / ckpt_dir.name for d in ctx.store.fallback_dirs]])
         for p in (paths.model, paths.adapter):
-            _remove(p)
+            remove_path(p)
         dev = None
         if getattr(self.trainer, "checkpoint_select", "last") == "dev_gold":
             from runner.student.dev_select import DevSet
@@ -117,25 +106,6 @@ class Train(Stage):
         ctx.log.info("trained %d steps in %.1f s: final loss %s, best valid loss %s, %s tokens/s",
                      result.steps, result.wall_s, _fmt(result.final_loss), _fmt(result.best_valid_loss),
                      _fmt(result.tokens_per_s, ".0f"))
-
-
-def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
-    """The `train.*` keys of metrics.json (formulas in the README: tokens_per_s = tokens / train_s)."""
-    metrics.update("train", {
-        "backend": trainer.backend, "method": trainer.method, "steps": result.steps,
-        "final_loss": result.final_loss, "best_valid_loss": result.best_valid_loss,
-        "wall_s": round(result.wall_s, 3), "train_s": round(result.train_s, 3), "tokens": result.tokens,
-        "tokens_per_s": result.tokens_per_s, "params_total": result.params_total,
-        "params_trainable": result.params_trainable, "dropped_rows": result.dropped_train,
-        "dropped_valid_rows": result.dropped_valid, "resumed_from_step": result.resumed_from_step,
-        "stopped_early": result.stopped_early, "world_size": result.world_size, "merged": result.merged})
-    metrics.update("train", {"checkpoint": result.selected, "best_step": result.best_step,
-                             "dev_gold": result.dev_gold, "dev_rows": result.dev_rows})
-    if result.kd:  # logit distillation: settings and costs (train.kd_teacher_s, ...)
-        metrics.update("train", result.kd)
-    if result.best_valid_loss is None:
-        metrics.log("train.best_valid_loss_reason", result.valid_loss_reason or (
-            "not measured: no validation ran (eval_every unset, or no valid.jsonl row fits max_seq_length)"))
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:

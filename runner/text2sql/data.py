@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 SOURCES = ("tabfact", "official")
 ENV_VAR = "RUNNER_DATA_DIR"

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from runner.artifacts import atomic_path
+from runner.core.artifacts import atomic_path
 from runner.text2sql.connection import COLLATION, connect, nkey_collation  # noqa: F401 (re-exported)
 from runner.text2sql.data import Table
 from runner.text2sql.sql import column_names, quote_ident, table_name

@@ -18,8 +18,8 @@ from typing import Any
 
 import polars as pl
 
+from runner.core.stage import ConfigError
 from runner.engine.types import Request
-from runner.stage import ConfigError
 
 
 @dataclass

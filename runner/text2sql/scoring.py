@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import polars as pl
 

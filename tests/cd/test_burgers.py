@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from runner.cd.burgers import Burgers1D, random_initial_conditions, solve_burgers
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 
 def test_solver_conserves_mean_and_dissipates_energy():

@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from runner.cd.consistency import CDSettings, Models, accumulate_gradients, draw_step, optimizer_step
+from runner.cd.consistency import (
+    CDSettings,
+    Models,
+    accumulate_gradients,
+    draw_step,
+    optimizer_step,
+)
 from runner.cd.edm import Denoiser, EDMSchedule, heun_sample
 from runner.cd.models import NetSpec
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 GRID = 16
 

@@ -9,9 +9,9 @@ import time
 import polars as pl
 import pytest
 
+from runner.core.stage import ConfigError
 from runner.engine import Completion, ProviderError, Request, generate, responses_frame
 from runner.providers.base import Provider
-from runner.stage import ConfigError
 
 
 class Scripted(Provider):

@@ -17,7 +17,13 @@ import threading
 import time
 import uuid
 
-from tests.providers.openai_server import LoopbackServer, _completion, always_ok, _Handler, _Server
+from tests.providers.openai_server import (
+    LoopbackServer,
+    _completion,
+    _Handler,
+    _Server,
+    always_ok,
+)
 
 
 class _BatchHandler(_Handler):

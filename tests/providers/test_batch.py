@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.stage import ConfigError
 from runner.engine import Request
 from runner.providers.batch import generate_any
 from runner.providers.litellm_provider import LiteLLMProvider
-from runner.stage import ConfigError
 from tests.conftest import read_metrics, requires_data, run_cli
 from tests.providers.batch_server import BatchServer
 from tests.providers.openai_server import Action

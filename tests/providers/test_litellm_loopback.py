@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.stage import ConfigError
 from runner.engine import Request, generate
 from runner.providers.litellm_provider import LiteLLMProvider
-from runner.stage import ConfigError
 from tests.providers.openai_server import Action, LoopbackServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_light_client_prices_from_litellms_map(tmp_path, client):
     with LoopbackServer() as srv:
         p = LiteLLMProvider("openai/gpt-4o-mini", api_base=srv.api_base, client=client, max_retries=0)
         res = generate(p, requests(2), cache_dir=tmp_path, progress=False)
-    from runner.providers.litellm_provider import load_litellm
+    from runner.providers.litellm_client import load_litellm
 
     per_in, per_out = load_litellm().cost_per_token(model="openai/gpt-4o-mini", prompt_tokens=1, completion_tokens=1)
     for r in res.responses:

@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 
+from runner.core.stage import ConfigError
 from runner.engine import Request, generate
+from runner.lm.generate import generate_torch
 from runner.providers.local_hf import LocalHFProvider
-from runner.stage import ConfigError
-from runner.student.generate import generate_torch
-from tests.student.tiny_lm import conversations, tiny_model, tiny_model_dir  # noqa: F401 (fixtures)
+from tests.lm.tiny_lm import conversations, tiny_model, tiny_model_dir  # noqa: F401 (fixtures)
 
 
 class CountingProvider(LocalHFProvider):

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from runner.stage import ConfigError
+from runner.core.stage import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -9,10 +9,10 @@ import time
 import polars as pl
 import pytest
 
+from runner.core.stage import StageFailed
 from runner.engine import ProviderError, generate, responses_frame
 from runner.engine.failures import check_errors
 from runner.providers.litellm_provider import LiteLLMProvider
-from runner.stage import StageFailed
 from tests.cli_tmp import metrics, run_in_tmp
 from tests.conftest import requires_data
 from tests.engine.test_engine import Scripted, reqs

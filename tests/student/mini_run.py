@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from runner.context import RunContext
+from runner.core.context import RunContext
 
 SYSTEM = "Return only the SQL query."
 PEOPLE = [("ann", "oslo", 31), ("bob", "rome", 45), ("cid", "lima", 27), ("dan", "oslo", 52),

@@ -7,13 +7,13 @@ import shutil
 import polars as pl
 import pytest
 
+from runner.distill.evaluate import clean_frame, execute_frame, open_executor
+from runner.lm.perf import safetensors_params
 from runner.providers.local_hf import LocalHFProvider
 from runner.student.compare import CompareStage
-from runner.student.perf import safetensors_params
-from runner.text2sql.evaluate import clean_frame, execute_frame, open_executor
 from runner.text2sql.scoring import token_f1
+from tests.lm.tiny_lm import tiny_model_dir  # noqa: F401 (fixture)
 from tests.student.mini_run import gold_sql, make_run
-from tests.student.tiny_lm import tiny_model_dir  # noqa: F401 (fixture)
 
 # Eval rows of mini_run, in order: dan-city, dan-age, eve-city, eve-age, fay-city, fay-age.
 TEACHER = [gold_sql("dan"), gold_sql("dan", "age"), gold_sql("eve"), gold_sql("eve", "age"),

@@ -7,11 +7,11 @@ import shutil
 import polars as pl
 import pytest
 
+from runner.distill.evaluate import clean_frame, execute_frame, open_executor
 from runner.student.evaluate import StudentEvalStage, check_held_out
-from runner.text2sql.evaluate import clean_frame, execute_frame, open_executor
 from runner.text2sql.judge import RuleJudge
+from tests.lm.tiny_lm import tiny_model_dir  # noqa: F401 (fixture)
 from tests.student.mini_run import gold_sql, make_run
-from tests.student.tiny_lm import tiny_model_dir  # noqa: F401 (fixture)
 
 
 def test_empty_prediction_is_never_exec_pass_nor_correct(tmp_path):

@@ -3,8 +3,8 @@ import json
 import polars as pl
 import pytest
 
-from runner.stage import ConfigError
 import runner.text2sql.data as data_mod
+from runner.core.stage import ConfigError
 from runner.text2sql.data import find_data_root, load_questions, load_tables
 from tests.conftest import REPO, data_dir, requires_data
 

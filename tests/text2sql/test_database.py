@@ -2,7 +2,12 @@ import sqlite3
 
 import pytest
 
-from runner.text2sql.database import build_database, connect, create_table_sql, table_schema
+from runner.text2sql.database import (
+    build_database,
+    connect,
+    create_table_sql,
+    table_schema,
+)
 from tests.text2sql.tiny_tables import DUPLICATE_HEADERS, PLAYERS, tables
 
 

@@ -3,7 +3,13 @@ import pytest
 
 from runner.text2sql.database import build_database
 from runner.text2sql.executor import SqlExecutor
-from runner.text2sql.scoring import gold_result_matches, results_match, score_predictions, sql_tokens, token_f1
+from runner.text2sql.scoring import (
+    gold_result_matches,
+    results_match,
+    score_predictions,
+    sql_tokens,
+    token_f1,
+)
 from tests.text2sql.tiny_tables import tables
 
 

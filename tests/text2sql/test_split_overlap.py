@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from runner.context import RunContext
-from runner.text2sql.load import HashStage, LoadStage, WikiSqlDataset
+from runner.core.context import RunContext
+from runner.distill.load import HashStage, LoadStage, WikiSqlDataset
 from runner.text2sql.prompt import PromptStage
 from tests.conftest import requires_data
 
@@ -57,7 +57,7 @@ def test_n_train_all_takes_every_question_off_the_eval_tables():
 def test_n_train_must_be_a_positive_integer_or_all():
     import pytest
 
-    from runner.stage import ConfigError
+    from runner.core.stage import ConfigError
 
     for bad in (0, -3, "most", 2.5):
         with pytest.raises(ConfigError, match="n_train"):
