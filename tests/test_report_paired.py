@@ -15,7 +15,7 @@ import pytest
 
 from runner.report import build_report
 from runner.report.paired import eval_sets
-from runner.stats import paired_bootstrap, t_ppf
+from runner.stats import paired_bootstrap, rate_with_ci, t_ppf, wilson
 from tests.conftest import REPO, read_metrics, requires_data, run_cli
 
 SMOKE = ["+experiment=wikisql_smoke", "trainer=none", "dataset.n_eval=40"]
@@ -165,3 +165,18 @@ def test_eval_sets_naming_split_nulls_and_reused_artifacts(tmp_path):
     assert list(sets) == ["teacher_eval", "student_post"]
     assert sets["teacher_eval"].rows() == [("a", True, True)]          # eval split, from `teacher`
     assert sets["student_post"]["gold_match"].to_list() == [False, True]  # null counts as a failure
+
+
+def test_ci95_keys_load_as_pairs_and_stay_out_of_the_default_columns(tmp_path):
+    # metrics.json as runner.stats.rate_with_ci writes it: key and key_ci95 = [lo, hi] (null: no rows)
+    for i, (k, n) in enumerate(((3, 10), (0, 0))):
+        job = tmp_path / str(i)
+        (job / ".hydra").mkdir(parents=True)
+        metrics: dict = {"status": "ok"}
+        rate_with_ci(metrics, "x.pass_rate", k, n)
+        (job / "metrics.json").write_text(json.dumps(metrics))
+        (job / ".hydra" / "overrides.yaml").write_text(f"- x.n={n}\n")
+    report = build_report([tmp_path], plot=False)
+    assert "x.pass_rate" in report.columns and "x.pass_rate_ci95" not in report.columns
+    rows = build_report([tmp_path], metrics=["*_ci95"], plot=False).rows
+    assert rows[0]["x.pass_rate_ci95"] == pytest.approx(list(wilson(3, 10))) and rows[1]["x.pass_rate_ci95"] is None

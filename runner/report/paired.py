@@ -89,7 +89,8 @@ def eval_sets(job: Path) -> dict[str, pl.DataFrame]:
     for d in reversed(_artifact_dirs(job)):  # this run's own files win over reused ones
         files.update({f.stem: f for f in d.glob("*.parquet")})
     teacher = next((n for n in TEACHER_SOURCES if n in files), None)
-    names = {n: n for n in files if not n.startswith("teacher") and n not in NOT_EVAL}
+    written = sorted(files, key=lambda n: files[n].stat().st_mtime)  # pipeline order: student_pre first
+    names = {n: n for n in written if not n.startswith("teacher") and n not in NOT_EVAL}
     if teacher:
         names = {"teacher_eval": teacher, **names}
     out: dict[str, pl.DataFrame] = {}
