@@ -1,8 +1,15 @@
-"""`python -m runner.report PATH... [--metrics a,b] [--where SQL] [--sort SQL] [--out DIR]`
+"""`python -m runner.report [--baseline RUN] PATH... [--metrics a,b] [--where SQL] [--sort SQL] [--out DIR]`
 
 PATH is a run folder, a sweep folder (searched for job folders) or a glob. Prints a comparison
 table (swept parameters as columns) and writes report.csv, report.md and report_plots/*.png next
-to the sweep (or into --out).
+to the sweep (or into --out). Jobs that differ only in `seed` are also summarised per setting
+(mean, sd, n, 95 % t-interval over seeds; report_seeds.csv).
+
+--baseline RUN (one run folder, or one job of a sweep): each other job is compared with RUN row by
+row on every eval set both hold (teacher_eval, student_pre, student_post, ...): gold match and
+exec pass difference with a 95 % paired-bootstrap interval and the exact McNemar p-value
+(report_paired.csv). Exit status 1 when a job holds other eval rows than RUN (named, with how
+many rows are only in each) or shares no eval set with it.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="run folder, sweep folder, or glob (quote it)")
+    ap.add_argument("--baseline", help="run folder (or one sweep job) the other runs are compared with, row by row")
     ap.add_argument("--metrics", type=_csv_list, help="comma list of metrics.json keys or globs "
                     "(e.g. 'teacher.*,student_post.gold_match_rate'); default: the experiment family's short list "
                     "(runner/report/defaults.py), all metrics for other pipelines; '*' for all")
@@ -39,13 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = build_report(args.paths, metrics=args.metrics, where=args.where, sort=args.sort,
                               out_dir=args.out, quality=args.quality, costs=args.cost,
-                              plot=not args.no_plots)
+                              plot=not args.no_plots, baseline=args.baseline)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")  # paths and SQL may hold [brackets]
         return 2
     print_table(report, console)
     for f in report.files:
         console.print(f"wrote {f}", markup=False)
+    cmp = report.comparison
+    if cmp is not None and (cmp.mismatches or cmp.notes):  # a comparison asked for and not made
+        return 1
     return 0
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.core.console import format_value
-from runner.report import defaults, plots
+from runner.report import defaults, paired, plots, seeds
 from runner.report.load import Runs, default_metrics, find_job_dirs, load_runs
 
 MAX_PARAM_PLOTS = 24  # metric-vs-parameter PNGs per report; more are noise (pick with --metrics)
@@ -27,6 +27,9 @@ class Report:
     rows: list[dict[str, Any]]
     runs: Runs
     files: list[Path] = field(default_factory=list)
+    seed_keys: list[str] = field(default_factory=list)   # the setting columns of `seeds`
+    seeds: list[dict[str, Any]] = field(default_factory=list)  # runner.report.seeds.seed_table
+    comparison: paired.Comparison | None = None         # --baseline: runner.report.paired
 
 
 def _pick(patterns: list[str], available: list[str]) -> list[str]:
@@ -67,8 +70,9 @@ def lower_is_better(metric: str, job: Path | None = None) -> bool:
 
 def build_report(paths: list[str | Path], *, metrics: list[str] | None = None, where: str | None = None,
                  sort: str | None = None, out_dir: str | Path | None = None, quality: str | None = None,
-                 costs: list[str] | None = None, plot: bool = True) -> Report:
-    jobs = find_job_dirs(paths)
+                 costs: list[str] | None = None, plot: bool = True, baseline: str | Path | None = None) -> Report:
+    base_job = _one_job(baseline) if baseline is not None else None
+    jobs = find_job_dirs([*([base_job] if base_job else []), *paths])
     runs = load_runs(jobs)
     available = runs.all_columns()
     # Default: the experiment family's short list (quality, throughput, time, cost), else all.
@@ -81,7 +85,7 @@ def build_report(paths: list[str | Path], *, metrics: list[str] | None = None, w
     rows = runs.query(columns[1:], where=where, sort=sort)
 
     if out_dir is None:  # the folder asked for, else the jobs' common parent
-        single = Path(paths[0]) if len(paths) == 1 else None
+        single = Path(paths[0]) if len(paths) == 1 and base_job is None else None
         out_dir = single if single is not None and single.is_dir() else \
             Path(os.path.commonpath([str(j) for j in jobs]))
     out = Path(out_dir).resolve()
@@ -89,9 +93,25 @@ def build_report(paths: list[str | Path], *, metrics: list[str] | None = None, w
     for r in rows:
         r["job"] = os.path.relpath(r["job"], out) if r["job"] != str(out) else "."
     report = Report(out_dir=out, columns=columns, rows=rows, runs=runs)
+    report.seed_keys, report.seeds = seeds.seed_table(rows, runs.swept, [c for c in chosen if c not in ident])
+    if base_job is not None:  # every other job (those the --where kept) against the baseline
+        kept = {str((out / r["job"]).resolve()) for r in rows}
+        report.comparison = paired.compare_runs(base_job, [j for j in jobs if j != base_job and str(j) in kept], out)
     pngs = make_plots(report, quality, costs, explicit_metrics=bool(metrics)) if plot else []
     report.files += [write_csv(report), write_markdown(report, pngs), *pngs]
+    if report.seeds:
+        report.files.append(seeds.write_csv(report.seed_keys, report.seeds, out))
+    if report.comparison is not None:
+        report.files.append(paired.write_csv(report.comparison, out))
     return report
+
+
+def _one_job(path: str | Path) -> Path:
+    """--baseline names one run: a run folder or one job of a sweep."""
+    jobs = find_job_dirs([path])
+    if len(jobs) != 1:
+        raise ValueError(f"--baseline {path}: {len(jobs)} runs found there; name one run folder (or one job of a sweep)")
+    return jobs[0]
 
 
 def make_plots(report: Report, quality: str | None, costs: list[str] | None,
@@ -170,6 +190,10 @@ def write_markdown(report: Report, pngs: list[Path]) -> Path:
     for r in report.rows:
         lines.append("| " + " | ".join(_fmt(r[c]).replace("|", "\\|").replace("\n", " ") for c in report.columns)
                      + " |")
+    if report.seeds:
+        lines += seeds.markdown(report.seed_keys, report.seeds)
+    if report.comparison is not None:
+        lines += paired.markdown(report.comparison)
     if pngs:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({os.path.relpath(p, report.out_dir)})" for p in pngs]
@@ -194,3 +218,7 @@ def print_table(report: Report, console: Console | None = None) -> None:
             cells.append(Text(s, style=colours.get(s, "") if c == "status" else ""))
         t.add_row(*cells)
     console.print(t)
+    if report.seeds:
+        seeds.print_seeds(report.seed_keys, report.seeds, console)
+    if report.comparison is not None:
+        paired.print_comparison(report.comparison, console)

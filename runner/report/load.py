@@ -184,5 +184,7 @@ def _as(sql_type: str, value: Any) -> Any:
 
 
 def default_metrics(runs: Runs) -> list[str]:
-    """Every metric except run metadata and the identity columns shown anyway."""
-    return [c for c in runs.metric_columns if not c.startswith(META_PREFIXES) and c not in META_KEYS]
+    """Every metric except run metadata, the identity columns shown anyway and the `<key>_ci95`
+    intervals (runner.core.stats; pick them with --metrics '*_ci95')."""
+    return [c for c in runs.metric_columns
+            if not c.startswith(META_PREFIXES) and c not in META_KEYS and not c.endswith("_ci95")]
