@@ -1,5 +1,6 @@
-"""The README is executable: every `python -m runner ...` and `make ...` line of its code blocks runs
-as written, in a temporary copy of the working tree, with Hydra's default output folders.
+"""The README and docs/*.md are executable: every `python -m runner ...` and `make ...` line of their
+fenced code blocks runs as written, in a temporary copy of the working tree, with Hydra's default
+output folders. A command shown in several files runs once.
 
 Only size overrides are appended (SIZES, by experiment), never `hydra.*.dir`: the point is to run
 the command a user types (a sweep on the default sweep folder once failed for every user while
@@ -62,7 +63,7 @@ SKIP = {
     "logger=mlflow": "needs the optional mlflow extra",
 }
 
-# Example folders in the README -> (experiment, sweep?) of a real earlier run that replaces them.
+# Example folders in the README and docs -> (experiment, sweep?) of a real earlier run that replaces them.
 # The sweep folder comes first: it contains the single-run example as a substring.
 PLACEHOLDERS = {
     "outputs/multirun/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", True),
@@ -78,18 +79,50 @@ PLACEHOLDERS = {
 DATE_GLOB = "outputs/multirun/*/2026-11-22/*"  # a glob over one day's sweeps: today's here
 
 
+_COMMAND = re.compile(r"(python -m runner|make)\b")
+
+
 def readme_commands(text: str) -> list[str]:
-    """Command lines of the fenced code blocks: continuations joined, trailing comments dropped."""
+    """Command lines of the fenced code blocks: continuations joined, trailing comments dropped.
+    A line the shell cannot split (prose or printed output in a ```text block, e.g. an apostrophe)
+    is no command, unless it starts like one: then the split error is raised."""
     out = []
     for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            line = shlex.join(shlex.split(line, comments=True))  # the shell's view: quotes kept, # dropped
-            if re.match(r"(python -m runner|make)\b", line):
+            try:
+                line = shlex.join(shlex.split(line, comments=True))  # the shell's view: quotes kept, # dropped
+            except ValueError:
+                if _COMMAND.match(line.strip()):
+                    raise
+                continue
+            if _COMMAND.match(line):
                 out.append(line)
     return out
 
 
-COMMANDS = readme_commands((REPO / "README.md").read_text())
+# README first, then the pages in reading order, so the runs a later page reuses (a wikisql_full run
+# for logit KD) are made by the page that shows them, not made twice.
+_FIRST = ("configuration.md", "text2sql.md", "students.md")
+
+
+def _reading_order(page: Path) -> tuple[int, str]:
+    return (_FIRST.index(page.name) if page.name in _FIRST else len(_FIRST), page.name)
+
+
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"), key=_reading_order)]
+
+
+def doc_commands(files: list[Path]) -> dict[str, str]:
+    """command -> the first file (relative to the repo) that shows it; identical commands run once."""
+    found: dict[str, str] = {}
+    for f in files:
+        for cmd in readme_commands(f.read_text()):
+            found.setdefault(cmd, str(f.relative_to(REPO)))
+    return found
+
+
+SOURCES = doc_commands(DOC_FILES)
+COMMANDS = list(SOURCES)
 
 
 def _experiment(cmd: str) -> str:
@@ -185,7 +218,10 @@ def _check_outputs(cmd: str, workdir: Path, since: float) -> None:
 
 
 def _case_id(cmd: str) -> str:
-    return re.sub(r"[^\w=.,+-]+", "_", cmd.replace("python -m ", ""))[:90]
+    """`<file>:<command>`, e.g. `docs/students.md:runner_+experiment=wikisql_full` (README.md: no prefix)."""
+    source = SOURCES.get(cmd, "README.md")
+    prefix = "" if source == "README.md" else source.removeprefix("docs/") + ":"
+    return prefix + re.sub(r"[^\w=.,+-]+", "_", cmd.replace("python -m ", ""))[:90]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[_case_id(c) for c in COMMANDS])
@@ -210,8 +246,10 @@ def test_readme_command(cmd: str, workdir: Path):
 
 
 def test_readme_commands_are_found_and_flags_come_first():
-    """The extraction sees the blocks; no command puts a flag after an override (Hydra rejects it)."""
+    """The extraction sees the blocks of the README and of docs/; no command puts a flag after an
+    override (Hydra rejects it)."""
     assert any("make run" in c for c in COMMANDS) and any(" -m " in c for c in COMMANDS)
+    assert any(src.startswith("docs/") for src in SOURCES.values())
     for cmd in COMMANDS:
         if cmd.startswith("python -m runner "):
             args = shlex.split(cmd)[3:]
