@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.core.console import format_value
+from runner.core.stats import fmt_ci
 from runner.report.defaults import baselines_of, family_metrics
 
 _SKIP_PREFIX = ("version.", "run.git_commit", "run.host", "run.platform", "run.started_at", "run.ended_at")
@@ -24,9 +25,31 @@ MAX_ROWS = 14  # the short list is longer for no family: cap it, the full table 
 def rate_text(metrics: dict[str, Any], key: str) -> str:
     """`0.449 ± 0.031` when the metric has a 95 % interval (`<key>_ci95` = [lo, hi]), else the value."""
     v, ci = metrics.get(key), metrics.get(f"{key}_ci95")
-    if isinstance(v, float) and isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-        return f"{v:.3f} ± {max(v - ci[0], ci[1] - v):.3f}"
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(ci, (list, tuple)) \
+            and len(ci) == 2 and None not in ci:
+        return fmt_ci(float(v), ci[0], ci[1])
     return format_value(v)
+
+
+PAIRS = {"post_vs_teacher": "student_post vs teacher", "post_plain_vs_teacher": "student_post_plain vs teacher",
+         "post_vs_pre": "student_post vs student_pre"}
+
+
+def paired_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per paired comparison the compare stage made (same eval rows)."""
+    out = []
+    for name, label in PAIRS.items():
+        parts = []
+        for outcome in ("gold_match", "exec_pass"):
+            d, ci = metrics.get(f"compare.{name}.{outcome}_diff"), metrics.get(f"compare.{name}.{outcome}_diff_ci95")
+            p = metrics.get(f"compare.{name}.{outcome}_p_mcnemar")
+            if d is None:
+                continue
+            txt = fmt_ci(d, *ci) if isinstance(ci, list) and None not in ci else format_value(d)
+            parts.append(f"{outcome} {'+' if d >= 0 else ''}{txt}" + (f" (McNemar p={p:.2g})" if p is not None else ""))
+        if parts:
+            out.append(f"paired, {label} on {metrics.get(f'compare.{name}.rows')} rows: " + "; ".join(parts))
+    return out
 
 
 def stage_line(timing: dict[str, Any]) -> str:
@@ -65,9 +88,13 @@ def print_summary(metrics: dict[str, Any], timing: dict[str, Any], run_dir: Path
         t.add_row(k, rate_text(metrics, k), " · ".join(refs))
     if keys:
         console.print(t)
-    for line in metrics.get("compare.paired_summary") or []:  # paired tests, when the run made them
+    for line in paired_lines(metrics):
         console.print(line, markup=False)
     console.print(stage_line(timing), markup=False)
+    if str(metrics.get("train.stopped_by", "")).startswith("wall"):
+        console.print(Text(f"NOTE: training stopped by the wall clock ({metrics['train.stopped_by']}, "
+                           f"{metrics.get('train.steps')} steps): not reproducible; set trainer.max_steps",
+                           style="bold yellow"))
     for note in metrics.get("run.notices") or []:  # e.g. a simulated teacher: its numbers are not measurements
         console.print(Text(f"NOTE: {note}", style="bold yellow"))
     console.print(f"outputs: {run_dir}", markup=False)

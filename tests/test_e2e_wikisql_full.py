@@ -81,7 +81,7 @@ def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path):
     """wikisql_logit_kd_full as the README shows it: the teacher is an earlier wikisql_full run's
     student (pipeline.reuse_from), evaluated again on the same held-out rows; the student shares its
     tokenizer; without a teacher run the command fails in seconds, naming the fix. (A teacher trained
-    on this run's eval tables is refused: tests/student/test_kd_stages.py.)"""
+    on this run's eval tables is refused: tests/train/test_kd.py.)"""
     proc, teacher_run = run_cli(["+experiment=wikisql_full", "dataset.n_train=80", *SMOKE], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     t = read_metrics(teacher_run)
@@ -90,9 +90,16 @@ def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     m = read_metrics(run)
     assert m["status"] == "ok" and m["train.steps"] == 6 and m["train.kd_alpha"] == 0.5
-    # the same model on the same held-out rows: the teacher's scores are reproduced exactly
+    # the same model on the same held-out rows with the same decoding (plain greedy: the teacher
+    # run's student_post_plain, not its constrained student_post) writes the same answers, row by row
+    assert m["kd_teacher_eval.decoding"] == t["student_post_plain.decoding"] == "greedy"
     for key in ("gold_match_rate", "exec_pass_rate", "rows"):
-        assert m[f"kd_teacher_eval.{key}"] == t[f"student_post.{key}"], key
+        assert m[f"kd_teacher_eval.{key}"] == t[f"student_post_plain.{key}"], key
+    ours = pl.read_parquet(run / "artifacts" / "kd_teacher_eval.parquet").select("sample_id", "generation")
+    theirs = pl.read_parquet(teacher_run / "artifacts" / "student_post_plain.parquet").select("sample_id", "generation")
+    pairs = ours.join(theirs, on="sample_id", suffix="_t")
+    assert pairs.height == m["kd_teacher_eval.rows"] > 0 and pairs["generation"].str.len_chars().sum() > 0
+    assert pairs.filter(pl.col("generation") != pl.col("generation_t")).height == 0
     art = run / "artifacts"
     n_train = len((art / "train.jsonl").read_text().splitlines())
     assert m["train.kd_teacher_s"] > 0 and m["teacher_logits.rows"] == n_train - m["train.dropped_rows"] > 0

@@ -98,3 +98,9 @@ def test_a_decoding_constraint_that_cannot_read_the_prompt_fails_before_the_teac
     assert "Question: {question}" in m["error"] and "pipeline.constrain=null" in m["error"]
     m = fails_at_validation(tmp_path / "b", "pipeline.constrain=sql")
     assert m["failed_stage"] == "prompt" and "pipeline.constrain='sql'" in m["error"] and "wikisql" in m["error"]
+
+
+def test_a_kd_teacher_set_with_kd_disabled_fails_before_the_teacher(tmp_path):
+    """It used to train plain SFT and say nothing."""
+    m = fails_at_validation(tmp_path, "trainer=torch", "trainer.kd.teacher=/some/teacher", "trainer.kd.alpha=0.3")
+    assert "trainer.kd.enabled=true" in m["error"] and "kd.teacher" in m["error"]

@@ -221,3 +221,13 @@ def test_student_plots_carry_the_teacher_and_constant_baseline_lines(tmp_path, m
     assert gold and gold[0][2] == ("compare.teacher_gold_match_rate", "compare.constant_baseline_gold_match_rate")
     assert all(r["compare.teacher_gold_match_rate"] == 0.46 for r in gold[0][3])  # values reach the plot
     assert (report.out_dir / "report_plots" / "student_post.gold_match_rate__vs__dataset.n_train.png").exists()
+
+
+def test_a_simulated_teachers_reference_line_says_so():
+    from runner.report.plots import reference_label
+
+    sim, real = [{"teacher.simulated": True}], [{"teacher.simulated": False}]
+    assert reference_label("compare.teacher_gold_match_rate", sim) == \
+        "compare.teacher_gold_match_rate (SIMULATED teacher)"
+    assert reference_label("compare.teacher_gold_match_rate", real) == "compare.teacher_gold_match_rate"
+    assert reference_label("compare.constant_baseline_gold_match_rate", sim) == "compare.constant_baseline_gold_match_rate"

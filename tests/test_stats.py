@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runner.metrics import Metrics
+from runner.core.metrics import Metrics
 from runner.core.stats import (fmt_ci, mcnemar_exact, mean_ci, paired_bootstrap, paired_compare, rate_with_ci,
                           seed_summary, t_ppf, wilson)
 

@@ -15,7 +15,7 @@ import polars as pl
 from runner.core.stage import Stage
 from runner.text2sql.cleaner import clean_sql
 from runner.text2sql.executor import ERROR_KINDS, SqlExecutor
-from runner.text2sql.quality import counts, rates
+from runner.text2sql.quality import counts, rates, with_intervals
 from runner.text2sql.scoring import SCORED_TYPES, score_sql
 
 RESULT_ROWS_KEPT = 20  # rows of each predicted result kept in the artifact (for judges and reading)
@@ -70,9 +70,8 @@ def log_split_rates(ctx, df: pl.DataFrame, keys: tuple[str, ...]) -> None:
         part = df.filter(pl.col("split") == split)
         if part.height == 0 and split == "eval":
             continue
-        r = rates(part)
-        for k in keys:
-            ctx.metrics.log(f"{scope}.{k}", r.get(k))
+        for k, v in with_intervals(rates(part), keys).items():
+            ctx.metrics.log(f"{scope}.{k}", v)
 
 
 class CleanStage(Stage):

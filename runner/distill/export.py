@@ -20,7 +20,7 @@ import json
 import polars as pl
 
 from runner.core.stage import ConfigError, Stage, check_choice
-from runner.text2sql.quality import quality_report, rates
+from runner.text2sql.quality import quality_report, rates, with_intervals
 
 TARGETS = ("teacher", "gold")
 
@@ -74,7 +74,7 @@ class ExportStage(Stage):
         ctx.timer.add_items(teacher.height)
         r = rates(distilled)
         ctx.metrics.update("distilled", {
-            "count": distilled.height, "keep_rate": q_dist["keep_rate"], "exec_pass_rate": r["exec_pass_rate"],
-            "gold_match_rate": r["gold_match_rate"], "judge_mean": r["judge_mean"], "target": self.target})
+            "count": distilled.height, "keep_rate": q_dist["keep_rate"],
+            **with_intervals(r, ("exec_pass_rate", "gold_match_rate", "judge_mean")), "target": self.target})
         if distilled.height == 0:
             ctx.log.warning("export: no row was kept; train.jsonl is empty")

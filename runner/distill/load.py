@@ -21,6 +21,7 @@ from runner.text2sql.data import (
     Table,
     find_data_root,
     load_questions,
+    load_schemas,
     load_tables,
 )
 from runner.text2sql.normalize import nkey
@@ -34,7 +35,8 @@ class WikiSqlDataset:
                  matched_only: bool = True, n_train: int = 1000, n_eval: int = 1000, seed: int = 0,
                  exec_timeout_s: float | str = "auto", exec_timeout_floor_s: float = 0.05,
                  exec_timeout_max_s: float = 1.0, exec_timeout_multiple: float = 50.0,
-                 exec_max_rows: int = 1000, table_alias: str | None = "t"):
+                 exec_max_rows: int = 1000, table_alias: str | None = "t", eval_split: str = "dev",
+                 disjoint: str = "schema"):
         self.data_dir = data_dir
         self.source, self.split, self.matched_only = source, split, matched_only
         self.n_train, self.n_eval, self.seed = n_train, n_eval, seed
@@ -42,10 +44,15 @@ class WikiSqlDataset:
         self.exec_timeout_floor_s, self.exec_timeout_max_s = exec_timeout_floor_s, exec_timeout_max_s
         self.exec_timeout_multiple = exec_timeout_multiple
         self.table_alias = table_alias or None
+        # Two held-out sets, both kept out of training: dev (recipe choices, tuning) and test (reported
+        # once per recipe). eval_split says which one this run scores as its `eval` rows.
+        self.eval_split, self.disjoint = eval_split, disjoint
         self.skipped_overlap = 0  # train questions skipped because an eval question has the same text
 
     def validate(self) -> None:
         check_choice("dataset", "source", self.source, SOURCES)
+        check_choice("dataset", "eval_split", self.eval_split, ("dev", "test"))
+        check_choice("dataset", "disjoint", self.disjoint, ("schema", "table"))
         if self.n_train != "all" and (not isinstance(self.n_train, int) or self.n_train < 1):
             raise ConfigError(f"dataset.n_train={self.n_train!r} must be an integer >= 1, or all (every "
                               "question on a table that is not an eval table)")
@@ -72,33 +79,50 @@ class WikiSqlDataset:
             return float(self.exec_timeout_s)
         return min(self.exec_timeout_max_s, max(self.exec_timeout_floor_s, self.exec_timeout_multiple * gold_max_s))
 
-    def sample(self, questions: pl.DataFrame) -> pl.DataFrame:
-        """Seeded draw of n_eval + n_train rows; eval and train never share a table, nor a question.
+    def sample(self, questions: pl.DataFrame, schemas: dict[str, str] | None = None) -> pl.DataFrame:
+        """Seeded draw of n_eval held-out + n_train train rows, sharing no table (disjoint=table) or
+        no table schema (disjoint=schema: `schemas`, table_id -> signature), and no question.
 
-        Tables are shuffled and given to eval until it holds n_eval questions; train draws from
-        the remaining tables, skipping any question whose normalised text (nkey) is also an eval
-        question: two tables with the same columns (WikiSQL has many) and the same question give
-        one identical prompt (always with rows_k=0), which would leak an eval row into training.
-        Adds `split`; the skipped count is `self.skipped_overlap`."""
+        Tables are shuffled with dataset.seed and dealt to dev until it holds n_eval questions, then
+        to test likewise. A dealt table's schema belongs to that set from then on: its other tables
+        are never dealt to the other set nor trained on (under disjoint=table a table is its own
+        schema). Train draws from tables of unowned schemas, skipping
+        any question whose normalised text (nkey) is a dev or test question (two tables with the
+        same columns and the same question give one identical prompt with rows_k=0). Which
+        held-out set is `eval` changes nothing else: training is the same for dev and test.
+        Adds `split` and, for eval rows, `schema_seen` (its schema is also a train table's)."""
         rng = random.Random(self.seed)
         counts = dict(questions.group_by("table_id").len().iter_rows())
+        key = (lambda t: schemas[t]) if self.disjoint == "schema" and schemas else (lambda t: t)
         tables = sorted(counts)
         rng.shuffle(tables)
-        eval_tables, n = set(), 0
-        for tid in tables:
-            if n >= self.n_eval:
-                break
-            eval_tables.add(tid)
-            n += counts[tid]
-        is_eval = pl.col("table_id").is_in(sorted(eval_tables))
-        eval_rows = questions.filter(is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed).head(self.n_eval)
-        train_rows = questions.filter(~is_eval).sample(fraction=1.0, shuffle=True, seed=self.seed + 1)
-        train_rows = self._without_eval_questions(train_rows, eval_rows)
+        owner: dict[str, str] = {}  # schema (or table) -> the held-out set it belongs to
+        held: dict[str, set[str]] = {"dev": set(), "test": set()}
+        it = iter(tables)
+        for name in ("dev", "test"):
+            n = 0
+            while n < self.n_eval and (tid := next(it, None)) is not None:
+                if owner.setdefault(key(tid), name) == name:
+                    held[name].add(tid)
+                    n += counts[tid]
+        picked = {name: questions.filter(pl.col("table_id").is_in(sorted(tables)))
+                  .sample(fraction=1.0, shuffle=True, seed=self.seed).head(self.n_eval)
+                  for name, tables in held.items()}
+        eval_rows = picked[self.eval_split]
+        trainable = [t for t in counts if key(t) not in owner]
+        train_rows = questions.filter(pl.col("table_id").is_in(trainable)) \
+            .sample(fraction=1.0, shuffle=True, seed=self.seed + 1)
+        train_rows = self._without_eval_questions(train_rows, pl.concat([picked["dev"], picked["test"]]))
         if eval_rows.height < self.n_eval or (self.n_train != "all" and train_rows.height < self.n_train):
-            raise ConfigError(f"dataset asks for n_train={self.n_train} + n_eval={self.n_eval} rows but the "
-                              f"source has {questions.height}; lower dataset.n_train / dataset.n_eval")
-        return pl.concat([train_rows.with_columns(split=pl.lit("train")),
-                          eval_rows.with_columns(split=pl.lit("eval"))])
+            raise ConfigError(f"dataset asks for n_train={self.n_train} + 2 x n_eval={self.n_eval} rows (dev and "
+                              f"test held-out sets) but the source has {questions.height} on enough distinct "
+                              "tables; lower dataset.n_train / dataset.n_eval")
+        seen = {schemas[t] for t in train_rows["table_id"].unique().to_list()} if schemas else set()
+        eval_seen = [schemas[t] in seen for t in eval_rows["table_id"].to_list()] if schemas \
+            else [None] * eval_rows.height
+        return pl.concat([train_rows.with_columns(split=pl.lit("train"), schema_seen=pl.lit(None, pl.Boolean)),
+                          eval_rows.with_columns(split=pl.lit("eval"),
+                                                 schema_seen=pl.Series(eval_seen, dtype=pl.Boolean))])
 
     def _without_eval_questions(self, train: pl.DataFrame, eval_rows: pl.DataFrame) -> pl.DataFrame:
         """The first n_train train rows (in shuffled order) whose question is not an eval question."""
@@ -141,13 +165,20 @@ class LoadStage(Stage):
     def validate(self, ctx):
         self.dataset.validate()
 
+    def notices(self) -> list[str]:
+        if self.dataset.eval_split == "test":
+            return ["this run scores the locked TEST split (dataset.eval_split=test): report it once per recipe and "
+                    "list the run in the notes; choose settings on dev (the default), never on test"]
+        return []
+
     def run(self, ctx):
         from runner.text2sql.database import build_database, table_schema
 
         ds = self.dataset
         root = find_data_root(ds.data_dir)
         pool = load_questions(root, ds.source, ds.split, ds.matched_only)
-        sampled = ds.sample(pool)
+        schemas = load_schemas(root, ds.source, ds.split)
+        sampled = ds.sample(pool, schemas)
         tables = load_tables(root, set(sampled["table_id"].unique().to_list()), ds.source, ds.split)
         db_path = build_database(tables, ctx.cache_dir)
         schemas = {tid: table_schema(t) for tid, t in tables.items()}
@@ -175,7 +206,10 @@ class LoadStage(Stage):
             "pool": pool.height, "train": int((sampled["split"] == "train").sum()),
             "eval": int((sampled["split"] == "eval").sum()), "tables": len(tables),
             "skipped_overlap": ds.skipped_overlap,
-            "source": ds.source})
+            "source": ds.source, "seed": ds.seed, "eval_split": ds.eval_split, "disjoint": ds.disjoint,
+            # share of eval rows whose table schema is also a train table's: 0 under disjoint=schema
+            "eval_schema_seen_rate": float(sampled.filter(pl.col("split") == "eval")["schema_seen"].mean())
+            if (sampled["split"] == "eval").any() else None})
         ctx.log.info("load: %d questions (%d tables) from %s, database %s", sampled.height, len(tables),
                      root, db_path)
 

@@ -107,11 +107,17 @@ class TeacherStage(Stage):
         ctx.metrics.log("teacher.provider", self.provider.kind)
         ctx.metrics.log("teacher.model", self.provider.model)
         ctx.metrics.log("teacher.simulated", self.provider.kind == "simulated")
+        cost = stats.get("cost_usd")
+        if self.provider.kind == "simulated":  # never paid: null whether or not the cache answered
+            cost = None
         for k in ("requests", "cache_hits", "errors", "attempts", "deduplicated", "tokens_in", "tokens_out",
-                  "cost_usd", "latency_p50_s", "latency_p95_s"):
+                  "latency_p50_s", "latency_p95_s"):
             ctx.metrics.log(f"teacher.{k}", stats.get(k))
-        ctx.metrics.log("teacher.cost_reason", None if stats.get("cost_usd") is not None
-                        else self.provider.cost_reason())
+        ctx.metrics.log("teacher.cost_usd", cost)
+        reason = None if cost is not None else self.provider.cost_reason()
+        if cost == 0 and not stats.get("requests") and stats.get("cache_hits"):  # requests: sent
+            reason = "0: every answer came from the cache, so this run paid nothing (the first run paid)"
+        ctx.metrics.log("teacher.cost_reason", reason)
         ctx.metrics.log("teacher.token_counter", self.provider.token_counter)
         # client import and warm-up apart from generation: the engine's ratio to the sliding-window
         # bound is about generation only

@@ -23,7 +23,6 @@ import csv
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import yaml

@@ -37,6 +37,13 @@ def categorical_axis(values: list[Any]) -> list[Any] | None:
     return sorted(distinct, key=lambda v: (not _is_num(v), v if _is_num(v) else str(v)))
 
 
+def reference_label(ref: str, rows: list[dict[str, Any]]) -> str:
+    """A reference line's legend: a simulated teacher's line says so (its rate is a calibration)."""
+    if "teacher" in ref and any(r.get("teacher.simulated") for r in rows):
+        return f"{ref} (SIMULATED teacher)"
+    return ref
+
+
 def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Path,
                     refs: tuple[str, ...] = ()) -> Path | None:
     """Scatter of one metric against one swept parameter (categorical x for strings, bools and
@@ -54,7 +61,8 @@ def metric_vs_param(rows: list[dict[str, Any]], metric: str, param: str, out: Pa
         ref_pts = sorted(((pos(r[param]), r[ref]) for r in rows if _is_num(r.get(ref)) and r.get(param) is not None),
                          key=lambda p: p[0])
         if ref_pts:
-            ax.plot([x for x, _ in ref_pts], [y for _, y in ref_pts], style, color="grey", label=ref)
+            ax.plot([x for x, _ in ref_pts], [y for _, y in ref_pts], style, color="grey",
+                    label=reference_label(ref, rows))
     if refs:
         ax.legend(fontsize=6)
     if cats is not None:

@@ -35,7 +35,7 @@ from runner.lm import constraint
 from runner.lm.perf import PeakMemory, rss_bytes
 from runner.providers.local_hf import LocalHFProvider
 from runner.text2sql.prompt import chat_messages
-from runner.text2sql.quality import rates
+from runner.text2sql.quality import rates, with_intervals
 
 
 def training_prompts(ctx) -> tuple[set[str], set[tuple[str, str]]]:
@@ -235,13 +235,20 @@ class StudentEvalStage(Stage):
     def _log(self, ctx, df: pl.DataFrame, perf: dict[str, Any]) -> None:
         r = rates(df)
         ctx.metrics.update(self.output, {
-            "exec_pass_rate": r["exec_pass_rate"], "gold_match_rate": r["gold_match_rate"],
-            "judge_mean": r["judge_mean"], "empty_rate": r.get("empty_rate"), "rows": df.height,
+            **with_intervals(r, ("exec_pass_rate", "gold_match_rate", "judge_mean")),
+            "empty_rate": r.get("empty_rate"), "rows": df.height,
             "rows_per_s": perf["rows_per_s"], "generated_tokens_per_s": perf["generated_tokens_per_s"],
             "load_s": perf["load_s"], "generation_wall_s": perf["generation_wall_s"],
             "peak_rss_bytes": perf["peak_rss_bytes"], "peak_rss_growth_bytes": perf["peak_rss_growth_bytes"],
             "backend": perf["backend"], "decoding": perf["decoding"],
             "batch_size": perf["batch_size"], "errors": perf["errors"], "truncated_rate": perf["truncated_rate"]})
+        if "schema_seen" in df.columns and df["schema_seen"].is_not_null().any() and df["schema_seen"].any():
+            # disjoint=table: held-out tables may share a schema with a train table; score both kinds
+            for name, part in (("seen_schema", df.filter(pl.col("schema_seen"))),
+                               ("unseen_schema", df.filter(~pl.col("schema_seen")))):
+                for k, v in with_intervals(rates(part), ("gold_match_rate", "exec_pass_rate")).items():
+                    ctx.metrics.log(f"{self.output}.{k.replace('_rate', f'_rate_{name}', 1)}", v)
+                ctx.metrics.log(f"{self.output}.rows_{name}", part.height)
         ctx.log.info("%s (%s decoding): %d eval rows, exec pass %.3f, gold match %.3f, %s rows/s", self.output,
                      perf["decoding"], df.height, r["exec_pass_rate"] or 0.0, r["gold_match_rate"] or 0.0,
                      "null" if perf["rows_per_s"] is None else f"{perf['rows_per_s']:.1f}")

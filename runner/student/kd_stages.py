@@ -57,19 +57,33 @@ def resolve_teacher(kd, store, own_writes: tuple[str, ...] = ()) -> Path | None:
     return locate_input(store, kd.teacher, own_writes)
 
 
-def check_teacher_tables(teacher: Path, store) -> None:
+def check_teacher_tables(teacher: Path, store, required: bool = True, log=None) -> bool:
     """A teacher from another run must not have trained on this run's held-out tables: its logits
-    would carry their answers. Checked from that run's questions.parquet (a plain HF folder has none)."""
+    would carry their answers. Checked from that run's questions.parquet (a plain HF folder has none:
+    then ConfigError, unless `required` is False, i.e. trainer.kd.teacher_tables_check=false).
+    Returns whether the check ran."""
     theirs = teacher.parent / "questions.parquet"
     ours = store.root / "questions.parquet"
-    if theirs.resolve() == ours.resolve() or not theirs.exists() or not ours.exists():
-        return
+    if theirs.resolve() == ours.resolve():
+        return True
+    if not theirs.exists() or not ours.exists():
+        if not required:
+            if log is not None:
+                log.warning("kd.teacher %s: its training tables are NOT checked against this run's eval tables "
+                            "(trainer.kd.teacher_tables_check=false)", teacher)
+            return False  # fail closed: an unchecked teacher may know the answers
+        missing = theirs if not theirs.exists() else ours
+        raise ConfigError(f"kd.teacher {teacher}: cannot check that it never trained on this run's held-out tables: "
+                          f"{missing} is missing (a plain HF folder, or `load` skipped through reuse_from). Fix: "
+                          "use a teacher trained by a run of this project with the same dataset settings, or set "
+                          "trainer.kd.teacher_tables_check=false to accept the risk")
     seen = set(pl.read_parquet(theirs, columns=["table_id", "split"]).filter(pl.col("split") != "eval")["table_id"])
     held_out = set(pl.read_parquet(ours, columns=["table_id", "split"]).filter(pl.col("split") == "eval")["table_id"])
     if leak := sorted(seen & held_out):
         raise ConfigError(f"kd.teacher {teacher} was trained on {len(leak)} tables of this run's held-out eval "
                           f"split (e.g. {leak[:3]}): its logits would leak their answers. Fix: reuse a run made "
                           "with the same dataset settings (dataset.*, seed), or train the teacher in this run")
+    return True
 
 
 def prepare_train(trainer: Any, store, own_writes: tuple[str, ...]) -> None:
@@ -81,7 +95,7 @@ def prepare_train(trainer: Any, store, own_writes: tuple[str, ...]) -> None:
     if trainer.kd_teacher_dir is None:
         raise ConfigError(f"{trainer.config_key}.kd.teacher={kd.teacher}: artifact not found in this run "
                           "or pipeline.reuse_from")
-    check_teacher_tables(trainer.kd_teacher_dir, store)
+    check_teacher_tables(trainer.kd_teacher_dir, store, kd.teacher_tables_check)
     trainer.kd_logits_dir = store.locate("teacher_logits/") if kd.mode == "offline" else None
 
 
@@ -205,8 +219,8 @@ class TeacherTablesCheck(Stage):
         kd = kd_of(self.trainer)
         teacher = resolve_teacher(kd, ctx.store) if kd else None  # this run has no model yet
         if teacher is not None:
-            check_teacher_tables(teacher, ctx.store)
-            ctx.log.info("%s: %s trained on none of this run's eval tables", self.name, teacher)
+            if check_teacher_tables(teacher, ctx.store, kd.teacher_tables_check, ctx.log):
+                ctx.log.info("%s: %s trained on none of this run's eval tables", self.name, teacher)
 
 
 class TeacherLogitsStage(Stage):

@@ -155,6 +155,31 @@ def _line_table_id(line: str) -> str | None:
     return None
 
 
+def schema_signature(header: list[str], types: list[str]) -> str:
+    """What a model sees of a table with `rows_k: 0`: its normalised column names and types.
+    WikiSQL has many tables with the same schema (16,026 tables, 6,581 schemas in the shipped set)."""
+    from runner.text2sql.normalize import nkey
+
+    return json.dumps([[nkey(h) for h in header], list(types)], ensure_ascii=False)
+
+
+def load_schemas(root: Path, source: str = "tabfact", split: str = "train") -> dict[str, str]:
+    """table_id -> schema_signature for every table of the source (header and types only: the
+    record is cut before its rows when the writer put them last, as both writers do)."""
+    out: dict[str, str] = {}
+    with open(tables_path(Path(root), source, split), encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            cut = line.find(',"rows":')
+            try:
+                rec = json.loads(line[:cut] + "}") if cut > 0 else json.loads(line)
+            except ValueError:
+                rec = json.loads(line)
+            out[str(rec["id"])] = schema_signature(rec["header"], rec["types"])
+    return out
+
+
 def load_tables(root: Path, table_ids: set[str], source: str = "tabfact",
                 split: str = "train") -> dict[str, Table]:
     """The tables named in `table_ids` (only those are parsed); missing ones are an error."""

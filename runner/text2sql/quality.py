@@ -9,6 +9,8 @@ from typing import Any
 
 import polars as pl
 
+from runner.core.stats import mean_ci, wilson
+
 
 def _rate(df: pl.DataFrame, col: str) -> float | None:
     if df.height == 0 or col not in df.columns:
@@ -27,17 +29,33 @@ def judge_stats(df: pl.DataFrame) -> dict[str, float | None]:
 
 
 def rates(df: pl.DataFrame) -> dict[str, Any]:
-    """total, exec_pass_rate, gold_match_rate, empty_rate, error_rate, judge_mean/min/max."""
+    """total, exec_pass_rate, gold_match_rate, empty_rate, error_rate, judge_mean/min/max, and
+    beside each rate and the judge mean its 95 % interval `<key>_ci95` = [lo, hi] (Wilson over all
+    rows; t-interval over the scored rows for the judge mean; null when nothing was measured)."""
     out: dict[str, Any] = {"total": df.height}
-    out["exec_pass_rate"] = _rate(df, "exec_pass")
-    out["gold_match_rate"] = _rate(df, "gold_match")
+    hits: dict[str, pl.Series] = {}
+    for key, col in (("exec_pass_rate", "exec_pass"), ("gold_match_rate", "gold_match")):
+        out[key] = _rate(df, col)
+        if col in df.columns:
+            hits[key] = df[col].fill_null(False).cast(pl.Boolean)
     if "clean_sql" in df.columns:
-        out["empty_rate"] = (float((df["clean_sql"].fill_null("").str.strip_chars() == "").mean())
-                             if df.height else None)
+        hits["empty_rate"] = df["clean_sql"].fill_null("").str.strip_chars() == ""
+        out["empty_rate"] = float(hits["empty_rate"].mean()) if df.height else None
     if "error" in df.columns:
-        out["error_rate"] = float(df["error"].is_not_null().mean()) if df.height else None
+        hits["error_rate"] = df["error"].is_not_null()
+        out["error_rate"] = float(hits["error_rate"].mean()) if df.height else None
+    for key, s in hits.items():
+        out[f"{key}_ci95"] = list(wilson(int(s.sum()), df.height)) if df.height else None
     out.update(judge_stats(df))
+    if "judge_score" in df.columns:
+        _, lo, hi = mean_ci(df["judge_score"].to_list())
+        out["judge_mean_ci95"] = [lo, hi] if lo is not None else None
     return out
+
+
+def with_intervals(r: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`keys` of a rates() dict, each followed by its `_ci95` when rates() gave one."""
+    return {name: r.get(name) for k in keys for name in (k, f"{k}_ci95") if name == k or name in r}
 
 
 def counts(df: pl.DataFrame, col: str) -> dict[str, int]:

@@ -17,7 +17,7 @@ truncated). `top_k_rest` says what happens to the mass outside S:
     renormalise  both are renormalised over S and compared there. Student mass outside S is then
                  invisible to the KD term: at alpha = 0.9 only the 0.1-weighted CE term pushes it
                  down, and greedy decoding picked tokens outside S (wikisql_logit_kd_full: exec pass
-                 0.004 at alpha = 0.9, docs/student_training.md).
+                 0.004 at alpha = 0.9, docs/logit_kd.md).
 With k = |V| both equal the dense loss (tested).
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ class KDConfig:
     mode: str = "offline"            # online: teacher forward each step; offline: teacher_logits stage
     store_dtype: str = "float16"     # offline log-prob storage (float32 for bit-level parity tests)
     enabled: bool = True
+    teacher_tables_check: bool = True  # false: accept a teacher whose training tables cannot be checked
 
     @classmethod
     def from_config(cls, raw: dict[str, Any] | None) -> "KDConfig | None":
@@ -57,7 +58,16 @@ class KDConfig:
             raise ConfigError(f"trainer kd block: unknown keys {sorted(unknown)}; "
                               f"known: {sorted(cls.__dataclass_fields__)}")
         cfg = cls(**raw)
-        return cfg if cfg.enabled else None
+        if not cfg.enabled:
+            # A teacher or alpha set while KD is off would train plain SFT and say nothing.
+            default = cls()
+            changed = sorted(k for k in raw if k != "enabled" and getattr(cfg, k) != getattr(default, k))
+            if changed:
+                raise ConfigError(f"trainer.kd.{changed[0]} is set but trainer.kd.enabled=false, so the run would "
+                                  f"train plain SFT ({', '.join('kd.' + k for k in changed)} ignored). Fix: add "
+                                  "trainer.kd.enabled=true, or drop the kd overrides")
+            return None
+        return cfg
 
     def validate(self, key: str) -> None:
         k = f"{key}.kd"

@@ -34,6 +34,7 @@ class TrainResult:
     dropped_valid: int = 0
     resumed_from_step: int | None = None
     stopped_early: bool = False
+    stopped_by: str = "steps"  # steps | patience | wall_cap | wall_budget (the last two: not reproducible)
     world_size: int = 1
     rank: int = 0
     merged: bool = False        # student_model holds adapter weights merged into the base
@@ -50,7 +51,7 @@ class TrainResult:
 
 
 def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
-    """The `train.*` keys of metrics.json (formulas in the README: tokens_per_s = tokens / train_s)."""
+    """The `train.*` keys of metrics.json (formulas in docs/students.md: tokens_per_s = tokens / train_s)."""
     metrics.update("train", {
         "backend": trainer.backend, "method": trainer.method, "steps": result.steps,
         "final_loss": result.final_loss, "best_valid_loss": result.best_valid_loss,
@@ -58,7 +59,7 @@ def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
         "tokens_per_s": result.tokens_per_s, "params_total": result.params_total,
         "params_trainable": result.params_trainable, "dropped_rows": result.dropped_train,
         "dropped_valid_rows": result.dropped_valid, "resumed_from_step": result.resumed_from_step,
-        "stopped_early": result.stopped_early, "world_size": result.world_size, "merged": result.merged})
+        "stopped_early": result.stopped_early, "stopped_by": result.stopped_by, "world_size": result.world_size, "merged": result.merged})
     metrics.update("train", {"checkpoint": result.selected, "best_step": result.best_step,
                              "dev_gold": result.dev_gold, "dev_rows": result.dev_rows})
     if result.kd:  # logit distillation: settings and costs (train.kd_teacher_s, ...)

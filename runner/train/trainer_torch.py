@@ -273,7 +273,8 @@ class TorchTrainer:
                 # near its peak a new horizon bends it little). Step time: since the previous fit.
                 refit = step == probe_steps or (self.eval_every and step % self.eval_every == 0
                                                 and step < plan.total_steps // 2)
-                if self.max_wall_s and refit and step >= probe_steps:
+                # max_steps set: the schedule is fixed and max_wall_s is only a cap (reproducible)
+                if self.max_wall_s and not self.max_steps and refit and step >= probe_steps:
                     mark_step, mark_s = state.get("fit_mark", (0, 0.0))
                     step_s = (state["train_s"] - mark_s) / max(1, step - mark_step)
                     state["fit_mark"] = (step, state["train_s"])
@@ -302,6 +303,20 @@ class TorchTrainer:
             self._save(core, tokenizer, paths)
         barrier(dist)
         losses = [r["loss"] for r in state["log"] if r["loss"] is not None]
+        # What ended training. Anything on the wall clock depends on the machine's speed at the time:
+        # the same command and seed can then give other numbers.
+        if out_of_time and state["step"] < total_steps:
+            stopped_by = "wall_cap"
+        elif self.max_wall_s and not self.max_steps:
+            stopped_by = "wall_budget"
+        elif stop:
+            stopped_by = "patience"
+        else:
+            stopped_by = "steps"
+        if stopped_by.startswith("wall"):
+            _log.warning("training stopped by the wall clock (trainer.max_wall_s=%s, %s) at step %d: the step count "
+                        "depends on this machine's speed, so this run is not reproducible; set trainer.max_steps",
+                        self.max_wall_s, stopped_by, state["step"])
         return TrainResult(
             log=state["log"], steps=state["step"], final_loss=losses[-1] if losses else None,
             best_valid_loss=state["best_valid"], wall_s=time.perf_counter() - t_start,
@@ -309,7 +324,7 @@ class TorchTrainer:
             params_total=sum(p.numel() for p in core.parameters()),
             params_trainable=sum(p.numel() for p in trainable),
             dropped_train=dropped, dropped_valid=dropped_valid, resumed_from_step=resumed_from,
-            stopped_early=state["step"] < total_steps, world_size=dist.world, rank=dist.rank,
+            stopped_early=state["step"] < total_steps, stopped_by=stopped_by, world_size=dist.world, rank=dist.rank,
             merged=self.method == "lora", kd=kd.stats() if kd is not None else None,
             selected=self.checkpoint_select if best_weights is not None else "last",
             best_step=state["best_step"] if best_weights is not None else state["step"],

@@ -257,3 +257,25 @@ def test_a_teacher_from_a_run_that_trained_on_our_eval_tables_is_refused(tmp_pat
     _questions(ours, ["t1"], ["t2", "e2"])  # our eval table t2 was one of the teacher's train tables
     with pytest.raises(ConfigError, match=r"trained on 1 tables of this run's held-out eval split \(e.g. \['t2'\]\)"):
         check_teacher_tables(teacher_run / "student_model", store)
+
+
+def test_a_teacher_whose_tables_cannot_be_checked_fails_closed(tmp_path):
+    """A plain HF folder (no questions.parquet beside it) used to pass silently and then be logged
+    as "trained on none of this run's eval tables"."""
+    from runner.student.kd_stages import check_teacher_tables
+
+    plain, ours = tmp_path / "plain" / "teacher_hf", tmp_path / "ours" / "artifacts"
+    plain.mkdir(parents=True)
+    _questions(ours, ["t1"], ["e1"])
+    store = ArtifactStore(ours, [])
+    with pytest.raises(ConfigError, match=r"cannot check .*questions.parquet is missing.*teacher_tables_check=false"):
+        check_teacher_tables(plain, store)
+    assert check_teacher_tables(plain, store, required=False) is False  # the user accepted the risk
+
+
+def test_kd_keys_set_while_kd_is_disabled_are_a_config_error():
+    from runner.train.kd_loss import KDConfig
+
+    assert KDConfig.from_config({"enabled": False, "teacher": None, "alpha": 0.5}) is None  # the shipped default
+    with pytest.raises(ConfigError, match=r"trainer.kd.alpha is set but trainer.kd.enabled=false.*kd.alpha, kd.teacher"):
+        KDConfig.from_config({"enabled": False, "teacher": "/some/folder", "alpha": 0.3})

@@ -7,7 +7,7 @@ import polars as pl
 
 from runner.core.context import RunContext
 from runner.distill.load import HashStage, LoadStage, WikiSqlDataset
-from runner.text2sql.prompt import PromptStage
+from runner.distill.prompt import PromptStage
 from tests.conftest import requires_data
 
 
@@ -47,11 +47,13 @@ def test_n_train_all_takes_every_question_off_the_eval_tables():
     ds = WikiSqlDataset(n_train="all", n_eval=6, seed=1)
     out = ds.sample(pl.DataFrame(rows))
     train, ev = out.filter(pl.col("split") == "train"), out.filter(pl.col("split") == "eval")
-    eval_tables = set(ev["table_id"])
-    # every question on a non-eval table, except those asked on an eval table too
-    expected = sum(1 for r in rows if r["table_id"] not in eval_tables and r["question"] != "How many wins?")
-    assert train.height == expected == 40 - len(eval_tables)
-    assert not set(train["table_id"]) & eval_tables
+    test = WikiSqlDataset(n_train="all", n_eval=6, seed=1, eval_split="test").sample(pl.DataFrame(rows))
+    # both held-out sets (dev, scored here, and test) are kept out of training
+    held_out = set(ev["table_id"]) | set(test.filter(pl.col("split") == "eval")["table_id"])
+    # every question on a table held out by neither, except those asked on a held-out table too
+    expected = sum(1 for r in rows if r["table_id"] not in held_out and r["question"] != "How many wins?")
+    assert train.height == expected == 40 - len(held_out)
+    assert not set(train["table_id"]) & held_out
 
 
 def test_n_train_must_be_a_positive_integer_or_all():
