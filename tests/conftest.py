@@ -23,6 +23,9 @@ if "RUNNER_DATA_DIR" not in os.environ and _shared.exists():
 
 import runner.resolvers  # noqa: E402,F401
 
+# pg_server, pg_url, slurm: services started on loopback by the tests themselves.
+pytest_plugins = ["tests.services.fixtures"]
+
 
 def data_dir() -> Path | None:
     d = os.environ.get("RUNNER_DATA_DIR")

@@ -9,6 +9,9 @@ Parallel jobs (a sweep) that need the same answer must not both pay for it: befo
 a job *claims* the key (table `claims`); another job that finds a live claim waits for the
 answer instead of sending. A claim whose owner process is gone, or that is older than its
 time to live, can be taken over, so a killed run never blocks the next one.
+
+SQLite serves one machine. Jobs on several machines share a server instead (`cache.backend=postgres`,
+runner.engine.cache_pg, same interface); `open_cache` returns the backend this process's run chose.
 """
 from __future__ import annotations
 
@@ -64,6 +67,30 @@ def request_key(identity: dict[str, Any], messages: list[dict[str, str]], sample
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# The server this process's run chose (a postgresql:// URL), or None for SQLite under cache_dir.
+# Set by runner.engine.cache_config.configure_cache at the start of every run, after validation;
+# module state because every stage opens the cache from a cache_dir it was handed.
+_SERVER_URL: str | None = None
+
+
+def use_server(url: str | None) -> None:
+    global _SERVER_URL
+    _SERVER_URL = url
+
+
+def server_url() -> str | None:
+    return _SERVER_URL
+
+
+def open_cache(cache_dir: Path | str):
+    """The response cache of the current run: Postgres when configured, else SQLite in cache_dir."""
+    if _SERVER_URL:
+        from runner.engine.cache_pg import PgResponseCache
+
+        return PgResponseCache(_SERVER_URL)
+    return ResponseCache(cache_dir)
+
+
 class ResponseCache:
     FILENAME = "responses.sqlite"
 
@@ -102,10 +129,14 @@ class ResponseCache:
 
     def claim(self, key: str, ttl_s: float) -> bool:
         """True when this cache handle may send `key` (it holds the claim); False when another
-        live process is sending it right now (wait for its answer with get_many)."""
+        live process is sending it right now (wait for its answer with get_many), or answered it."""
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")  # one writer decides at a time
         try:
+            # Answered since the caller looked (its sender put it, then released the claim): not again.
+            if self.db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None:
+                self.db.execute("COMMIT")
+                return False
             row = self.db.execute("SELECT owner, host, pid, expires_at FROM claims WHERE key = ?",
                                   (key,)).fetchone()
             if row is not None and row[0] != self.owner:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.engine.cache import ResponseCache, request_key
+from runner.engine.cache import ResponseCache, open_cache, request_key
 from runner.engine.progress import GenerationProgress
 from runner.engine.ratelimit import RateLimiter
 from runner.engine.records import responses_frame, run_stats  # noqa: F401  (responses_frame re-exported)
@@ -50,7 +50,7 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
     start = time.monotonic()
     identity = provider.cache_identity()
     keys = [request_key(identity, r.messages, r.sample) for r in requests]
-    cache = ResponseCache(cache_dir) if provider.cache else None
+    cache = open_cache(cache_dir) if provider.cache else None
     try:
         hits = cache.get_many(keys) if cache is not None else {}
         responses, jobs = _answer_hits(requests, keys, hits, provider.max_tokens)

@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from runner.engine.cache import ResponseCache, request_key
+from runner.engine.cache import open_cache, request_key
 from runner.providers.pricing import unit_prices
 from runner.stage import GateFailed
 from runner.text2sql.forecast_sim import simulate_wall
@@ -93,7 +93,7 @@ def pilot_forecast(ctx, stage, prompts: pl.DataFrame, pilot: pl.DataFrame, score
     identity = provider.cache_identity()
     keys = {request_key(identity, r.messages, r.sample): r for r in reqs}
     if provider.cache and keys:
-        cache = ResponseCache(ctx.cache_dir)
+        cache = open_cache(ctx.cache_dir)
         try:
             for k in cache.get_many(keys):
                 keys.pop(k)
