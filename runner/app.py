@@ -23,6 +23,7 @@ from runner import pipeline, tracking
 from runner.artifacts import atomic_write_json
 from runner.console import quiet_third_party
 from runner.context import RunContext
+from runner.engine.cache_config import configure_cache
 from runner.metrics import samples_per_hour
 from runner.runinfo import run_info
 from runner.secrets import api_key_env_names, install_redaction, redact, secret_values
@@ -89,6 +90,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, experiment: str = "default") -> R
         if seed_error is not None:
             ctx.extras["seed"] = cfg.get("seed")  # logged as given
             raise seed_error
+        configure_cache(cfg.get("cache"), ctx.cache_dir)  # backend, and refuse SQLite on a shared network FS
         tracker = tracking.build(cfg.get("logger"))  # logger=none: None; a missing package fails here
         planned = pipeline.build(pcfg)
         quiet_third_party(type(p.stage).__module__ for p in planned)
