@@ -1,8 +1,10 @@
 """Fixtures for the services the cluster tests need (registered in tests/conftest.py):
 a PostgreSQL server and a SLURM cluster, each started once per test session on loopback and
-stopped at its end. A test whose service cannot run here is skipped with the reason."""
+stopped at its end. A test whose service cannot run here is skipped with the reason, or fails
+where RUNNER_TEST_SERVICES=required (.ci/run sets it: CI must run these tests, never skip them)."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -10,11 +12,17 @@ import pytest
 from tests.services import postgres, slurm_cluster
 
 
+def _unavailable(why: str) -> None:
+    if os.environ.get("RUNNER_TEST_SERVICES") == "required":
+        pytest.fail(why + " (RUNNER_TEST_SERVICES=required)")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     why = postgres.missing()
     if why:
-        pytest.skip(f"PostgreSQL unavailable: {why}")
+        _unavailable(f"PostgreSQL unavailable: {why}")
     server = postgres.PostgresServer().start()
     yield server
     server.stop()
@@ -31,7 +39,7 @@ def pg_url(pg_server, request) -> str:
 def slurm(tmp_path_factory):
     why = slurm_cluster.missing()
     if why:
-        pytest.skip(f"SLURM unavailable: {why}")
+        _unavailable(f"SLURM unavailable: {why}")
     cluster = slurm_cluster.SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
     yield cluster
     cluster.stop()

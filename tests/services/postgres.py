@@ -60,6 +60,14 @@ class PostgresServer:
             self.url = os.environ["RUNNER_TEST_PG_URL"]
             return self
         bins, who = bin_dir(), self._as_server_user()
+        if who and subprocess.run([*who, "test", "-r", str(bins / "postgres")]).returncode:
+            # `nobody` cannot reach the binaries (e.g. a venv under /root): run a copy in our folder,
+            # with the wheel's vendored libraries (pgserver.libs, found through the binaries' RPATH).
+            pkg, copy = bins.parents[1], self.root / "site" / bins.parents[1].name
+            shutil.copytree(bins.parent, copy / "pginstall", symlinks=True)
+            if (pkg.parent / f"{pkg.name}.libs").is_dir():
+                shutil.copytree(pkg.parent / f"{pkg.name}.libs", copy.parent / f"{pkg.name}.libs")
+            bins = copy / "pginstall" / "bin"
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         subprocess.run([*who, str(bins / "initdb"), "-D", str(self.data), "-U", "runner", "--auth=trust",
                         "--encoding=UTF8", "--no-sync"], check=True, capture_output=True, env=env)
