@@ -195,3 +195,18 @@ def test_two_processes_same_prompts_each_sent_once(backend):
     assert len(srv.counts) == n and not twice, f"sent more than once: {twice}"  # the server's own count
     assert sum(s["requests"] for s in stats) == n, stats
     assert sum(s["requests"] + s["cache_hits"] for s in stats) == 2 * n
+
+
+def test_batch_id_registry_lives_beside_the_cache(backend):
+    # A rerun on any node finds the unfinished batch holding its requests, so it never submits twice.
+    from runner.providers.batch import BatchState
+
+    state = BatchState.open(backend.cache_dir)
+    assert type(state).__name__ == {"sqlite": "BatchState", "postgres": "PgBatchState"}[backend.name]
+    state.record("h1", "batch_1", "file_1", ["a", "b", "c"])
+    state.close()
+    other = BatchState.open(backend.cache_dir)  # another process
+    assert other.find("h2", {"a", "c"}) == "batch_1" and other.find("h3", {"a", "z"}) is None
+    other.finish("batch_1", "completed")
+    assert other.find("h1", {"a"}) is None
+    other.close()
