@@ -66,7 +66,7 @@ def launcher(request) -> tuple[list[str], dict[str, str]]:
         cluster = request.getfixturevalue("slurm")  # skips, saying why, where SLURM cannot run
         return ["hydra/launcher=slurm_gpu"], cluster.client_env  # the README's command, preset unchanged
     if missing() is None:
-        pytest.skip("SLURM runs here: the slurm_gpu case is this sweep, as 4 SLURM array jobs")
+        pytest.skip("SLURM runs here: the slurm_gpu case runs this sweep, as one SLURM array")
     return ["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"], {}
 
 

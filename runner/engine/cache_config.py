@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ MOUNTINFO = os.environ.get("RUNNER_MOUNTINFO", "/proc/self/mountinfo")
 
 def _unescape(field: str) -> str:
     """Mount points escape space, tab, newline and backslash as octal (\\040)."""
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mount_of(path: Path | str, mountinfo: str = MOUNTINFO) -> tuple[str, str] | None:

@@ -28,12 +28,14 @@ def _sqlite_after():
 
 
 def test_mount_of_takes_the_deepest_mount_and_unescapes(tmp_path):
-    mi = mountinfo(tmp_path, ("/shared", "nfs4"), ("/shared/scratch dir", "lustre"), ("/shared/local", "xfs"))
+    mi = mountinfo(tmp_path, ("/shared", "nfs4"), ("/shared/scratch dir", "lustre"), ("/shared/local", "xfs"),
+                   ("/shared/données", "cifs"))
     assert mount_of("/shared/u/cache", mi) == ("/shared", "nfs4")
     assert mount_of("/shared/scratch dir/c", mi) == ("/shared/scratch dir", "lustre")
     assert mount_of("/shared/localx/c", mi) == ("/shared", "nfs4")  # a prefix of the name is not a parent
     assert mount_of("/shared/local/c", mi) == ("/shared/local", "xfs")
     assert mount_of("/home/u", mi) == ("/", "ext4")
+    assert mount_of("/shared/données/x", mi) == ("/shared/données", "cifs")
     assert mount_of("/x", str(tmp_path / "absent")) is None
 
 
