@@ -32,6 +32,7 @@ from runner.core.secrets import (
     secret_values,
 )
 from runner.core.stage import ConfigError, GateFailed, StageFailed
+from runner.engine.cache_config import configure_cache
 
 log = logging.getLogger("runner")
 
@@ -94,6 +95,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, experiment: str = "default") -> R
         if seed_error is not None:
             ctx.extras["seed"] = cfg.get("seed")  # logged as given
             raise seed_error
+        configure_cache(cfg.get("cache"), ctx.cache_dir)  # backend, and refuse SQLite on a shared network FS
         tracker = tracking.build(cfg.get("logger"))  # logger=none: None; a missing package fails here
         planned = pipeline.build(pcfg)
         quiet_third_party(type(p.stage).__module__ for p in planned)

@@ -25,6 +25,9 @@ if "RUNNER_DATA_DIR" not in os.environ and _shared.exists():
 
 import runner.resolvers  # noqa: E402,F401
 
+# pg_server, pg_url, slurm: services started on loopback by the tests themselves.
+pytest_plugins = ["tests.services.fixtures"]
+
 
 def data_dir() -> Path | None:
     d = os.environ.get("RUNNER_DATA_DIR")
@@ -101,7 +104,9 @@ def toy_split():
 @pytest.fixture(scope="session")
 def micro_base(tmp_path_factory, toy_split) -> Path:
     """A micro scratch student (tokenizer trained on the toy training chats), saved as a HF folder."""
-    from runner.lm.scratch import ScratchStudent  # torch + transformers: only for tests that ask
+    from runner.lm.scratch import (
+        ScratchStudent,  # torch + transformers: only for tests that ask
+    )
 
     out = tmp_path_factory.mktemp("micro") / "student_base"
     ScratchStudent("micro", {"micro": MICRO}, max_position_embeddings=256).build(toy_split[0], out, seed=0)

@@ -13,9 +13,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from runner.core.stats import paired_bootstrap, rate_with_ci, t_ppf, wilson
 from runner.report import build_report
 from runner.report.paired import eval_sets
-from runner.core.stats import paired_bootstrap, rate_with_ci, t_ppf, wilson
 from tests.conftest import REPO, read_metrics, requires_data, run_cli
 
 SMOKE = ["+experiment=wikisql_smoke", "trainer=none", "dataset.n_eval=40"]

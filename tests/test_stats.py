@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 
 from runner.core.metrics import Metrics
-from runner.core.stats import (fmt_ci, mcnemar_exact, mean_ci, paired_bootstrap, paired_compare, rate_with_ci,
-                          seed_summary, t_ppf, wilson)
+from runner.core.stats import (
+    fmt_ci,
+    mcnemar_exact,
+    mean_ci,
+    paired_bootstrap,
+    paired_compare,
+    rate_with_ci,
+    seed_summary,
+    t_ppf,
+    wilson,
+)
 
 
 def test_wilson_hand_computed():

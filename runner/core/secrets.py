@@ -32,13 +32,13 @@ def secret_values(extra_names: Iterable[str] = ()) -> list[str]:
 
 
 def api_key_env_names(cfg: Any) -> set[str]:
-    """Every `api_key_env` value anywhere in a (DictConfig or plain) config tree."""
+    """Every `api_key_env` (and `url_env`: a URL may carry a password) value anywhere in a config tree."""
     found: set[str] = set()
 
     def walk(node: Any) -> None:
         if hasattr(node, "items"):
             for k, v in node.items():
-                if k == "api_key_env" and isinstance(v, str):
+                if k in ("api_key_env", "url_env") and isinstance(v, str):
                     found.add(v)
                 else:
                     walk(v)

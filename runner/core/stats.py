@@ -49,7 +49,7 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def rate_with_ci(metrics: Any, key: str, k: int, n: int) -> tuple[float | None, list[float] | None]:
-    """Log `key` = k/n and `key_ci95` = [lo, hi] (Wilson) on a runner.metrics.Metrics (or a dict).
+    """Log `key` = k/n and `key_ci95` = [lo, hi] (Wilson) on a runner.core.metrics.Metrics (or a dict).
     n = 0: both null (not measured, not 0). Returns (rate, [lo, hi])."""
     rate = k / n if n else None
     ci = list(wilson(k, n)) if n else None

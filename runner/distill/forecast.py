@@ -29,7 +29,8 @@ import polars as pl
 
 from runner.core.stage import GateFailed
 from runner.distill.forecast_sim import simulate_wall
-from runner.engine.cache import ResponseCache, request_key
+from runner.engine.backend import open_cache
+from runner.engine.cache import request_key
 from runner.providers.pricing import unit_prices
 
 REPORT = "forecast.json"
@@ -93,7 +94,7 @@ def pilot_forecast(ctx, stage, prompts: pl.DataFrame, pilot: pl.DataFrame, score
     identity = provider.cache_identity()
     keys = {request_key(identity, r.messages, r.sample): r for r in reqs}
     if provider.cache and keys:
-        cache = ResponseCache(ctx.cache_dir)
+        cache = open_cache(ctx.cache_dir)
         try:
             for k in cache.get_many(keys):
                 keys.pop(k)

@@ -9,6 +9,9 @@ Parallel jobs (a sweep) that need the same answer must not both pay for it: befo
 a job *claims* the key (table `claims`); another job that finds a live claim waits for the
 answer instead of sending. A claim whose owner process is gone, or that is older than its
 time to live, can be taken over, so a killed run never blocks the next one.
+
+SQLite serves one machine. Jobs on several machines share a server instead (`cache.backend=postgres`,
+runner.engine.cache_pg, same interface); runner.engine.backend.open_cache returns the one this run chose.
 """
 from __future__ import annotations
 
@@ -102,10 +105,14 @@ class ResponseCache:
 
     def claim(self, key: str, ttl_s: float) -> bool:
         """True when this cache handle may send `key` (it holds the claim); False when another
-        live process is sending it right now (wait for its answer with get_many)."""
+        live process is sending it right now (wait for its answer with get_many), or answered it."""
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")  # one writer decides at a time
         try:
+            # Answered since the caller looked (its sender put it, then released the claim): not again.
+            if self.db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None:
+                self.db.execute("COMMIT")
+                return False
             row = self.db.execute("SELECT owner, host, pid, expires_at FROM claims WHERE key = ?",
                                   (key,)).fetchone()
             if row is not None and row[0] != self.owner:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.engine.backend import open_cache
 from runner.engine.cache import ResponseCache, request_key
 from runner.engine.progress import GenerationProgress
 from runner.engine.ratelimit import RateLimiter
@@ -56,7 +57,7 @@ def generate(provider: Any, requests: list[Request], *, cache_dir: Path | str, d
     start = time.monotonic()
     identity = provider.cache_identity()
     keys = [request_key(identity, r.messages, r.sample) for r in requests]
-    cache = ResponseCache(cache_dir) if provider.cache else None
+    cache = open_cache(cache_dir) if provider.cache else None
     try:
         hits = cache.get_many(keys) if cache is not None else {}
         responses, jobs = _answer_hits(requests, keys, hits, provider.max_tokens)

@@ -29,6 +29,7 @@ from typing import Any
 
 from runner.core.stage import ConfigError
 from runner.engine import generate
+from runner.engine.backend import open_cache, server_url
 from runner.engine.cache import ResponseCache, request_key
 from runner.engine.records import run_stats
 from runner.engine.types import Completion, GenerationResult, Request, Response
@@ -62,7 +63,7 @@ def _will_send(provider: Any, requests: list[Request], cache_dir: Path | str) ->
         return True
     identity = provider.cache_identity()
     keys = {request_key(identity, r.messages, r.sample) for r in requests}
-    cache = ResponseCache(cache_dir)
+    cache = open_cache(cache_dir)
     try:
         return len(cache.get_many(keys)) < len(keys)
     finally:
@@ -83,6 +84,15 @@ def check_batch(provider: Any) -> None:
 
 class BatchState:
     """<cache_dir>/batches.sqlite: one row per submitted batch (request-set hash -> batch id)."""
+
+    @staticmethod
+    def open(cache_dir: Path | str):
+        """The registry beside the response cache: on its server when cache.backend=postgres."""
+        if server_url():
+            from runner.engine.cache_pg import PgBatchState
+
+            return PgBatchState(server_url())
+        return BatchState(cache_dir)
 
     def __init__(self, cache_dir: Path | str):
         self.db = sqlite3.connect(Path(cache_dir) / "batches.sqlite", timeout=60, isolation_level=None)
@@ -133,7 +143,7 @@ class BatchClient:
         t0 = time.monotonic()
         identity = self.provider.cache_identity()
         keys = [request_key(identity, r.messages, r.sample) for r in requests]
-        cache = ResponseCache(self.cache_dir)
+        cache = open_cache(self.cache_dir)
         try:
             hits = cache.get_many(keys)
             todo: dict[str, Request] = {}
@@ -181,7 +191,7 @@ class BatchClient:
         litellm, kw = load_litellm(), self._kw()
         t0 = time.monotonic()
         set_hash = hashlib.sha256(json.dumps(sorted(todo)).encode()).hexdigest()
-        state = BatchState(self.cache_dir)
+        state = BatchState.open(self.cache_dir)
         try:
             batch_id = state.find(set_hash, set(todo))
             resumed = batch_id is not None

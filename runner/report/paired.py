@@ -73,7 +73,7 @@ class Comparison:
 
 
 def _artifact_dirs(job: Path) -> list[Path]:
-    """The run's artifacts, then those of the runs it reuses (as runner.artifacts reads them)."""
+    """The run's artifacts, then those of the runs it reuses (as runner.core.artifacts reads them)."""
     dirs = [job / "artifacts"]
     cfg = job / ".hydra" / "config.yaml"
     if cfg.exists():
