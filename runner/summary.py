@@ -28,7 +28,7 @@ def rate_text(metrics: dict[str, Any], key: str) -> str:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(ci, (list, tuple)) \
             and len(ci) == 2 and None not in ci:
         return fmt_ci(float(v), ci[0], ci[1])
-    return format_value(v)
+    return format_value(_round(v))
 
 
 PAIRS = {"post_vs_teacher": "student_post vs teacher", "post_plain_vs_teacher": "student_post_plain vs teacher",
@@ -52,11 +52,20 @@ def paired_lines(metrics: dict[str, Any]) -> list[str]:
     return out
 
 
-def stage_line(timing: dict[str, Any]) -> str:
-    parts = [f"{name} {s['wall_s']:.1f}s" for name, s in timing.get("stages", {}).items()
-             if isinstance(s.get("wall_s"), (int, float))]
+def _round(v: Any) -> Any:
+    return round(v, 3) if isinstance(v, float) else v
+
+
+def stage_line(timing: dict[str, Any], keep: int = 6) -> str:
+    """The slowest stages in pipeline order, the rest summed: one line, two at most on a terminal."""
+    walls = {name: s["wall_s"] for name, s in timing.get("stages", {}).items() if isinstance(s.get("wall_s"), (int, float))}
+    top = set(sorted(walls, key=walls.get, reverse=True)[:keep])
+    parts = [f"{name} {w:.1f}s" for name, w in walls.items() if name in top]
+    rest = [w for name, w in walls.items() if name not in top]
+    if rest:
+        parts.append(f"{len(rest)} others {sum(rest):.1f}s")
     total = timing.get("total_wall_s")
-    return "stages: " + " · ".join(parts) + (f"  (total {total:.1f}s)" if isinstance(total, (int, float)) else "")
+    return "stages: " + " · ".join(parts) + (f" (total {total:.1f}s)" if isinstance(total, (int, float)) else "")
 
 
 def short_keys(metrics: dict[str, Any]) -> list[str]:
@@ -64,7 +73,8 @@ def short_keys(metrics: dict[str, Any]) -> list[str]:
     chosen = family_metrics(keys)
     if chosen is None:  # no family: the metrics the pipeline's stages wrote, not the run's bookkeeping
         chosen = [k for k in keys if not k.startswith("run.") and k not in ("status", "experiment", "seed")]
-    return [k for k in chosen if k not in ("run.wall_s",)][:MAX_ROWS]
+    shown_as_baseline = {ref for k in chosen for _, ref in baselines_of(k)}
+    return [k for k in chosen if k not in ("run.wall_s",) and k not in shown_as_baseline][:MAX_ROWS]
 
 
 def print_summary(metrics: dict[str, Any], timing: dict[str, Any], run_dir: Path,
@@ -78,14 +88,19 @@ def print_summary(metrics: dict[str, Any], timing: dict[str, Any], run_dir: Path
     if metrics.get("error"):
         console.print(Text(f"error: {metrics['error']}", style="red"))
     t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    t.add_column("baselines (eval rows)")
     keys = [k for k in metrics if not k.startswith(_SKIP_PREFIX) and not isinstance(metrics[k], (dict, list))] \
         if full else short_keys(metrics)
+    # Baselines on the same eval rows: the student before training, the teacher, the constant answer.
+    present = {label for k in keys for label, ref in baselines_of(k) if metrics.get(ref) is not None}
+    labels = [label for label in ("before", "teacher", "constant") if label in present]
+    t.add_column("metric", overflow="fold")
+    t.add_column("value (95% CI)", justify="right")
+    for label in labels:
+        t.add_column(label, justify="right")
     for k in keys:
-        refs = [f"{label} {rate_text(metrics, ref)}" for label, ref in baselines_of(k) if metrics.get(ref) is not None]
-        t.add_row(k, rate_text(metrics, k), " · ".join(refs))
+        refs = dict(baselines_of(k))
+        t.add_row(k, rate_text(metrics, k), *[format_value(_round(metrics.get(refs[label])), "") if label in refs
+                                               else "" for label in labels])
     if keys:
         console.print(t)
     for line in paired_lines(metrics):

@@ -26,7 +26,7 @@ from tests.conftest import REPO, output_folders, requires_data
 
 pytestmark = requires_data
 
-_TEXT2SQL = ["dataset.n_train=40", "dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20",
+_TEXT2SQL = ["dataset.n_train=50", "dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20",
              "student.size=tiny", "pipeline.stages.student_pre.max_new_tokens=8",
              "pipeline.stages.student_post.max_new_tokens=8"]
 _TRAIN = ["trainer.torch.max_steps=2"]  # not valid with trainer=none (no trainer.torch there)
@@ -179,17 +179,25 @@ def _argv(cmd: str) -> list[str]:
     return argv
 
 
+def _whole(folder: Path) -> bool:
+    """A run that ran every stage itself: one that skipped stages or reused another run's
+    artifacts does not hold them all, so it cannot stand in for an earlier run."""
+    overrides = [folder / ".hydra" / "overrides.yaml", *folder.glob("*/.hydra/overrides.yaml")]
+    return not any(w in f.read_text() for f in overrides if f.exists() for w in ("pipeline.skip", "pipeline.reuse_from"))
+
+
 def _earlier(workdir: Path, experiment: str, sweep: bool) -> Path:
-    """The newest run (or sweep) folder of the experiment made by an earlier case; made now when
-    this case runs alone (-k)."""
-    found = [p for p in output_folders(workdir, sweep, 0.0) if p.relative_to(workdir).parts[1 + sweep] == experiment]
+    """The newest whole run (or sweep) folder of the experiment made by an earlier case; made now
+    when this case runs alone (-k)."""
+    found = [p for p in output_folders(workdir, sweep, 0.0)
+             if p.relative_to(workdir).parts[1 + sweep] == experiment and _whole(p)]
     if not found:
         base = ["-m"] if sweep else []
         base_cmd = f"python -m runner {' '.join(base)} +experiment={experiment}"
         proc = _run([*_argv(base_cmd), *_sizes(base_cmd)], workdir)
         assert proc.returncode == 0, proc.stderr[-3000:]
         found = [p for p in output_folders(workdir, sweep, 0.0)
-                 if p.relative_to(workdir).parts[1 + sweep] == experiment]
+                 if p.relative_to(workdir).parts[1 + sweep] == experiment and _whole(p)]
     return found[-1].relative_to(workdir)
 
 
@@ -243,6 +251,22 @@ def test_readme_command(cmd: str, workdir: Path):
         assert target is None or (target / "report.md").exists()
     else:
         _check_outputs(cmd, workdir, since)
+    if cmd == "python -m runner +experiment=wikisql_1k":
+        _check_summary(proc.stdout)
+
+
+def _check_summary(stdout: str) -> None:
+    """The main job's end-of-run summary fits a screen (<= 30 lines at 80 columns) and shows the
+    headline student rate with its interval beside its baselines, and the paired tests."""
+    lines = stdout[stdout.index("run wikisql_1k - "):].rstrip("\n").splitlines()
+    on_screen = sum(max(1, -(-len(line) // 80)) for line in lines)  # a long line wraps on a terminal
+    assert on_screen <= 30, "\n".join(lines)
+    header = next(line for line in lines if line.startswith("metric "))
+    assert header.split()[-3:] == ["before", "teacher", "constant"], header
+    row = next(line for line in lines if line.startswith("student_post.gold_match_rate"))
+    assert len(re.findall(r"\d\.\d+", row)) >= 6, row  # value, its interval, and the three baselines
+    assert any(line.startswith("paired, student_post vs teacher on ") and "McNemar p=" in line for line in lines)
+    assert any(line.startswith("stages: load ") for line in lines) and lines[-2].startswith("outputs: ")
 
 
 def test_readme_commands_are_found_and_flags_come_first():

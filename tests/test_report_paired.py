@@ -28,15 +28,18 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """A seed sweep (seed=1,2: other eval rows) and one run on seed 1's rows with another simulated
-    teacher (provider.sim_seed=7: same rows, other answers)."""
+    """A seed sweep (seed=1,2: the same rows, dataset.seed is fixed), one run with another simulated
+    teacher (provider.sim_seed=7: same rows, other answers) and one on another draw of the rows
+    (dataset.seed=5)."""
     tmp = tmp_path_factory.mktemp("paired")
     cache = tmp / "cache"
     proc, sweep = run_cli([*SMOKE, "-m", "seed=1,2"], tmp / "sweep", cache_dir=cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc, other = run_cli([*SMOKE, "seed=1", "provider.sim_seed=7"], tmp / "other", cache_dir=cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"jobs": job_dirs(sweep), "sweep": sweep, "other": other}
+    proc, moved = run_cli([*SMOKE, "seed=1", "dataset.seed=5"], tmp / "moved", cache_dir=cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"jobs": job_dirs(sweep), "sweep": sweep, "other": other, "moved": moved}
 
 
 def teacher_eval(run: Path) -> pl.DataFrame:
@@ -84,13 +87,13 @@ def test_baseline_prints_paired_differences(smoke, tmp_path):
 @requires_data
 def test_baseline_over_other_rows_exits_non_zero_naming_the_mismatch(smoke, tmp_path):
     base, job2 = smoke["jobs"]
-    ids_a, ids_b = set(teacher_eval(base)["sample_id"]), set(teacher_eval(job2)["sample_id"])
-    assert ids_a != ids_b  # seed 2 samples other eval rows
-    proc = report_cli("--baseline", str(base), str(smoke["sweep"]), "--out", str(tmp_path))
+    assert set(teacher_eval(base)["sample_id"]) == set(teacher_eval(job2)["sample_id"])  # seed: same rows
+    ids_a, ids_b = set(teacher_eval(base)["sample_id"]), set(teacher_eval(smoke["moved"])["sample_id"])
+    assert ids_a != ids_b  # dataset.seed=5 draws other eval rows
+    proc = report_cli("--baseline", str(base), str(smoke["sweep"]), str(smoke["moved"]), "--out", str(tmp_path))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
-    # the job is named relative to the report folder: .../<sweep>/1
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("rows differ: "))
-    assert line.endswith(f"{smoke['sweep'].name}/1: teacher_eval holds other eval rows than the baseline "
+    assert line.endswith(f"{smoke['moved'].name}: teacher_eval holds other eval rows than the baseline "
                          f"({len(ids_a - ids_b)} only in the baseline, {len(ids_b - ids_a)} only in this run); "
                          "not compared"), line
     # the same runs without --baseline: a plain report, as before

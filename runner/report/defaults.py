@@ -59,6 +59,10 @@ def baselines_of(metric: str) -> list[tuple[str, str]]:
     return [(label, ref) for ref, label in zip(REFERENCES.get(metric, ()), ("teacher", "constant"))]
 
 
+def baseline_refs(metric: str) -> dict[str, str]:
+    return dict(baselines_of(metric))
+
+
 def family_of(columns: list[str]) -> Family | None:
     return next((f for f in FAMILIES.values() if f.marker in columns), None)
 

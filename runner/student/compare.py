@@ -305,6 +305,8 @@ class CompareStage(Stage):
             # greedy | greedy+wikisql (constrained decoding: exec pass is then ~1 by construction)
             "student_decoding": metrics["inference"]["student"].get("decoding", "greedy"),
             "gold_match_retention_pct": d["gold_match_rate"]["retention_pct"],
+            # retention compares like with like only when the student decodes as the teacher does
+            "retention_like_for_like": metrics["inference"]["student"].get("decoding", "greedy") == "greedy",
             "exec_pass_retention_pct": d["exec_pass_rate"]["retention_pct"],
             "same_sql_rate": results["agreement"]["same_sql_rate"],
             "same_result_rate": results["agreement"]["same_result_rate"],

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from runner.core.stage import ConfigError
-from runner.engine import cache as cache_mod
+from runner.engine import backend as cache_mod
 from runner.engine.cache_config import (
     check_shared_filesystem,
     configure_cache,

@@ -192,7 +192,9 @@ def test_config_checks_fail_in_seconds():
         cfg = {"teacher": "/x", **bad}
         with pytest.raises(ConfigError, match=word):
             _trainer(cfg).validate("train")
-    assert _trainer({"enabled": False, "alpha": 9}).kd is None  # off: nothing checked, nothing changes
+    assert _trainer({"enabled": False}).kd is None  # off: nothing checked, nothing changes
+    with pytest.raises(ConfigError, match="trainer.kd.enabled=false"):  # a kd key set while off: refused
+        _trainer({"enabled": False, "alpha": 9})
 
 
 def test_mlx_with_kd_is_a_config_error():
