@@ -53,7 +53,8 @@ def paired_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def _round(v: Any) -> Any:
-    return round(v, 3) if isinstance(v, float) else v
+    """Rates and baselines with three decimals, so a column reads alike (0.000, not 0)."""
+    return f"{v:.3f}" if isinstance(v, float) else v
 
 
 def stage_line(timing: dict[str, Any], keep: int = 6) -> str:

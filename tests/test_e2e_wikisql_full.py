@@ -65,7 +65,8 @@ def test_scaling_sweep_runs_on_default_folders_and_plots_against_n_train(tmp_pat
 
 
 def test_filter_ablation_labels_the_oracle(tmp_path):
-    proc, sweep = run_cli(["-m", "+experiment=wikisql_filter_ablation", "dataset.n_train=80", *SMOKE], tmp_path)
+    proc, sweep = run_cli(["-m", "+experiment=wikisql_filter_ablation", "dataset.n_train=80", "seed=0", *SMOKE],
+                          tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     by_name = {m["filter.name"]: m for m in (read_metrics(j) for j in jobs(sweep))}
     assert set(by_name) == {"none", "default", "oracle"}

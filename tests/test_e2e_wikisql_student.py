@@ -91,7 +91,9 @@ def test_wikisql_smoke_with_mlx_student_end_to_end(tmp_path):
     # mlx on Linux CPU is slow: a few small batches. batch_size=2 fits the 2 usable valid rows,
     # so mlx-lm's validation (full batches only) runs and best_valid_loss is measured.
     proc, run_dir = run_cli(["+experiment=wikisql_smoke", "student.size=tiny", "trainer=mlx", "trainer.iters=8",
-                             "trainer.batch_size=2", "trainer.steps_per_eval=4", "trainer.val_batches=1"], tmp_path)
+                             "trainer.batch_size=2", "trainer.steps_per_eval=4", "trainer.val_batches=1",
+                             "pipeline.stages.student_pre.max_new_tokens=12",
+                             "pipeline.stages.student_post.max_new_tokens=12"], tmp_path)
     m = assert_student_run(proc, run_dir)
     art = run_dir / "artifacts"
     assert m["train.backend"] == "mlx" and m["train.steps"] == 8

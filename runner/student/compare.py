@@ -21,11 +21,11 @@ from typing import Any
 import polars as pl
 
 from runner.core.stage import Stage
-from runner.core.stats import paired_compare
 from runner.distill.evaluate import open_executor
 from runner.lm.perf import safetensors_params, weight_bytes
 from runner.student import baseline as base
 from runner.student import plots as plotting
+from runner.student.paired import log_paired
 from runner.text2sql.scoring import results_match, sql_tokens, token_f1
 
 FORMULAS = {
@@ -171,7 +171,7 @@ class CompareStage(Stage):
         ctx.store.write_json("distillation_metrics.json", metrics)
         ctx.store.write_json("comparison_results.json", results)
         self._log(ctx, metrics, results)
-        self._paired(ctx, rows, pre_same)
+        log_paired(ctx, rows, pre_same)
         if self.make_plots:
             plotting.accuracy_bars(acc, ctx.store.path("plot_accuracy.png"), simulated=metrics["teacher_simulated"])
             if ctx.store.exists("train_log"):
@@ -270,29 +270,6 @@ class CompareStage(Stage):
         if eff["retention_per_param_ratio"] is None:
             nulls["efficiency.retention_per_param_ratio"] = "needs both parameter counts and a non-zero teacher rate"
         return {"efficiency": eff}
-
-    def _paired(self, ctx, rows: pl.DataFrame, pre: pl.DataFrame | None) -> None:
-        """Row-by-row tests on the same eval rows: difference B - A with its paired-bootstrap 95 %
-        interval and the exact McNemar p (compare.<B>_vs_<A>.<outcome>_diff, _diff_ci95, _p_mcnemar).
-        student_post_plain vs teacher is the like-for-like pair when student_post is constrained."""
-        t = rows.select("sample_id", gold_match="t_gold_match", exec_pass="t_exec_pass")
-        s = rows.select("sample_id", gold_match="s_gold_match", exec_pass="s_exec_pass")
-        pairs = [("post_vs_teacher", t, s)]
-        if pre is not None:
-            pairs.append(("post_vs_pre", pre.select("sample_id", "gold_match", "exec_pass"), s))
-        if ctx.store.exists("student_post_plain"):
-            plain = ctx.store.read("student_post_plain").select("sample_id", "gold_match", "exec_pass")
-            pairs.append(("post_plain_vs_teacher", t, plain))
-        for name, a, b in pairs:
-            j = a.join(b, on="sample_id", how="inner", suffix="_b").sort("sample_id")
-            ctx.metrics.log(f"compare.{name}.rows", j.height)
-            for outcome in ("gold_match", "exec_pass"):
-                x = j[outcome].fill_null(False).cast(pl.Int8).to_list()
-                y = j[f"{outcome}_b"].fill_null(False).cast(pl.Int8).to_list()
-                r = paired_compare(x, y) if j.height else None
-                ctx.metrics.log(f"compare.{name}.{outcome}_diff", r["diff"] if r else None)
-                ctx.metrics.log(f"compare.{name}.{outcome}_diff_ci95", [r["lo"], r["hi"]] if r else None)
-                ctx.metrics.log(f"compare.{name}.{outcome}_p_mcnemar", r["p_mcnemar"] if r else None)
 
     def _log(self, ctx, metrics: dict, results: dict) -> None:
         d = metrics["distillation"]

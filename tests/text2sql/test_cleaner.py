@@ -66,4 +66,6 @@ def test_hostile_generations_are_cleaned_in_linear_time(text):
 
     t0 = time.perf_counter()
     clean_sql(text)
-    assert time.perf_counter() - t0 < 1.0
+    # linear: ~10 ms here; a quadratic scan of these 60-200k characters takes minutes. The bound is
+    # loose so that a machine busy with other tests cannot fail it.
+    assert time.perf_counter() - t0 < 5.0
