@@ -32,7 +32,7 @@ FLOPs per optimizer step (written down; counted as computed, causal masking not 
     OMP_WAIT_POLICY=PASSIVE nice -n 10 python bench/train_throughput.py            # ~3-4 min on 2 cores
     python bench/train_throughput.py --sizes small --arms fp32,bf16,bf16_sdpa --reps 5
     python bench/train_throughput.py --sizes tiny,small,medium,large --steps 4      # longer
-    python bench/train_throughput.py --threads 1                                    # thread layout
+    python bench/train_throughput.py --sizes small --threads 2,1 --no-peak          # thread layout
 """
 from __future__ import annotations
 
@@ -107,13 +107,14 @@ def main() -> None:
     ap.add_argument("--answer", type=int, default=24, help="learned tokens at the end of each row")
     ap.add_argument("--steps", type=int, default=2, help="timed optimizer steps per rep")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2", help="torch threads; a comma list (2,1) times each as its own arm")
     ap.add_argument("--no-peak", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = [int(t) for t in str(args.threads).split(",")]
+    torch.set_num_threads(threads[0])
     sizes_conf = yaml.safe_load((ROOT / "conf/student/scratch.yaml").read_text())["sizes"]
     sizes, arms = args.sizes.split(","), args.arms.split(",")
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU bf16 units: {prec.cpu_bf16_units()}, "
+    print(f"torch {torch.__version__}, threads {args.threads}, CPU bf16 units: {prec.cpu_bf16_units()}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}; batch {args.batch} x {args.seq} tokens "
           f"({args.answer} learned), {args.steps} steps x {args.reps} reps, medians")
     peak = {}
@@ -129,11 +130,12 @@ def main() -> None:
         arch = sizes_conf[size]
         ids = torch.randint(0, arch["vocab_size"], (args.batch, args.seq), generator=gen).tolist()
         exs = [Example(row, args.seq - args.answer) for row in ids]
-        for arm in arms:
+        for arm, nt in [(a, t) for t in threads for a in arms]:
+            torch.set_num_threads(nt)
             model, trainer = build(arch, arm)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-            def step(model=model, trainer=trainer, opt=opt, swap=arm not in ("fp32", "bf16_autocast")):
+            def step(model=model, trainer=trainer, opt=opt, exs=exs, swap=arm not in ("fp32", "bf16_autocast")):
                 with prec.Bf16Weights(model, enabled=swap):
                     loss, _ = trainer._token_loss_sum(model, exs, 0, "cpu")
                     (loss / (args.batch * args.answer)).backward()
@@ -141,25 +143,27 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
             for _ in range(2 if arm != "bf16_compile" else 3):  # warm-up (allocator; compile)
                 step()
-            runs[size, arm] = {"step": step, "times": [], "params": sum(p.numel() for p in model.parameters())}
+            runs[size, arm, nt] = {"step": step, "times": [], "threads": nt,
+                                   "params": sum(p.numel() for p in model.parameters())}
     for _ in range(args.reps):  # interleaved: every arm once per rep
         for key, run in runs.items():
+            torch.set_num_threads(run["threads"])
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 run["step"]()
             run["times"].append((time.perf_counter() - t0) / args.steps)
 
     tokens = args.batch * args.seq
-    print(f"\n{'size':8} {'params':>7} {'arm':13} {'s/step':>7} {'tokens/s':>9} {'GFLOP/s':>8} {'% peak':>7} "
+    print(f"\n{'size':8} {'params':>7} {'arm':13} {'thr':>3} {'s/step':>7} {'tokens/s':>9} {'GFLOP/s':>8} {'% peak':>7} "
           f"{'vs fp32':>8}")
-    for (size, arm), run in runs.items():
+    for (size, arm, nt), run in runs.items():
         arch = sizes_conf[size]
         s = statistics.median(run["times"])
         gf = flops_per_step(arch, args.batch, args.seq, args.answer) / s / 1e9
         pk = max(peak.get("fp32" if arm == "fp32" else "bf16", {0: 0}).values()) or None
-        base = runs.get((size, "fp32"))
+        base = runs.get((size, "fp32", threads[0]))  # against fp32 at the first thread count
         ratio = statistics.median(base["times"]) / s if base else None
-        print(f"{size:8} {run['params'] / 1e6:6.1f}M {arm:13} {s:7.3f} {tokens / s:9.0f} {gf:8.1f} "
+        print(f"{size:8} {run['params'] / 1e6:6.1f}M {arm:13} {nt:3d} {s:7.3f} {tokens / s:9.0f} {gf:8.1f} "
               f"{(100 * gf / pk if pk else float('nan')):6.1f}% {(f'{ratio:.2f}x' if ratio else ''):>8}")
 
 
