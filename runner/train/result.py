@@ -44,6 +44,7 @@ class TrainResult:
     best_step: int | None = None  # the step of that checkpoint
     dev_gold: float | None = None  # its gold match on the dev split (train tables; never eval)
     dev_rows: int | None = None
+    precision: str = "fp32"     # what the matrix products ran in: fp32 | bf16 (autocast; weights fp32)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -59,7 +60,8 @@ def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
         "tokens_per_s": result.tokens_per_s, "params_total": result.params_total,
         "params_trainable": result.params_trainable, "dropped_rows": result.dropped_train,
         "dropped_valid_rows": result.dropped_valid, "resumed_from_step": result.resumed_from_step,
-        "stopped_early": result.stopped_early, "stopped_by": result.stopped_by, "world_size": result.world_size, "merged": result.merged})
+        "stopped_early": result.stopped_early, "stopped_by": result.stopped_by, "world_size": result.world_size, "merged": result.merged,
+        "precision": result.precision})
     metrics.update("train", {"checkpoint": result.selected, "best_step": result.best_step,
                              "dev_gold": result.dev_gold, "dev_rows": result.dev_rows})
     if result.kd:  # logit distillation: settings and costs (train.kd_teacher_s, ...)

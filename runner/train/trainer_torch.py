@@ -18,6 +18,7 @@ from runner.core.stage import ConfigError, check_choice, check_range
 from runner.train import checkpoint as ckpt
 from runner.train.chat_data import Example, collate, encode_rows, length_sorted_batches
 from runner.train.ddp import Dist, all_sum, barrier, init_distributed, shard
+from runner.train import precision as prec
 from runner.train.kd_loss import KDConfig
 from runner.train.progress import TrainProgress
 from runner.train.result import TrainPaths, TrainResult
@@ -40,7 +41,8 @@ class TorchTrainer:
                  eval_every: int | None = None, max_valid_rows: int | None = None,
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
                  checkpoint_every: int | None = None, keep_checkpoints: int = 2, resume: bool = True,
-                 device: str = "auto", bf16_autocast: bool = True, num_threads: int | None = None,
+                 device: str = "auto", bf16_autocast: bool = True, precision: str = "auto",
+                 num_threads: int | None = None,
                  seed: int | None = None, progress: bool = True, enabled: bool = True,
                  kd: dict[str, Any] | None = None):
         self.method, self.lora = method, dict(lora or {})
@@ -56,6 +58,8 @@ class TorchTrainer:
         self.patience, self.min_delta = early_stopping_patience, early_stopping_min_delta
         self.checkpoint_every, self.keep_checkpoints, self.resume = checkpoint_every, keep_checkpoints, resume
         self.device, self.bf16_autocast, self.num_threads = device, bf16_autocast, num_threads
+        # fp32 | bf16 (autocast; weights and checkpoints stay fp32): runner.train.precision
+        self.precision, self.precision_used, self.precision_reason = precision, "fp32", ""
         self.seed, self.progress, self.enabled = seed, progress, enabled
         # Logit distillation (runner.train.kd_loss); None: plain SFT. The Train stage resolves the
         # teacher folder and the offline store into kd_teacher_dir / kd_logits_dir before fit.
@@ -70,6 +74,7 @@ class TorchTrainer:
         check_range(self.config_key, "min_lr_ratio", self.min_lr_ratio, 0, 1)
         check_choice(self.config_key, "checkpoint_select", self.checkpoint_select, ["last", "valid_loss", "dev_gold"])
         check_range(self.config_key, "dev_rows", self.dev_rows, 1)
+        prec.check_precision(self.config_key, self.precision, self.bf16_autocast, self.device)
         if self.checkpoint_select != "last" and not self.eval_every:
             raise ConfigError(f"{self.config_key}.checkpoint_select={self.checkpoint_select} needs "
                               f"{self.config_key}.eval_every (checkpoints are compared at each validation)")
@@ -96,11 +101,16 @@ class TorchTrainer:
     # ---------------------------------------------------------------- model
     def _load_model(self, base_dir: Path, seed: int, dist: Dist):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        hidden = getattr(AutoConfig.from_pretrained(base_dir), "hidden_size", None)
+        self.precision_used, self.precision_reason = prec.resolve_precision(
+            self.precision, self.bf16_autocast, dist.device, hidden)
+        attn = prec.attn_implementation(self.precision_used, dist.device)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32,  # fp32 master weights
+                                                     **({"attn_implementation": attn} if attn else {}))
         torch.manual_seed(seed)  # LoRA init and dropout
         if self.method == "lora":
             from peft import LoraConfig, get_peft_model
@@ -119,8 +129,7 @@ class TorchTrainer:
         import torch.nn.functional as F
 
         ids, mask, labels = (t.to(device) for t in collate(examples, pad_id))
-        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16_autocast and device.startswith("cuda")
-               else nullcontext())
+        amp = prec.autocast(self.precision_used, device)
         # Logits only from the first position that predicts an answer token: the LM head over the
         # prompt (most of each row) would be computed and then ignored.
         start = min(e.prompt_len for e in examples) - 1
@@ -237,6 +246,8 @@ class TorchTrainer:
                 state["bad_evals"] += 1
             return self.patience is not None and state["bad_evals"] >= self.patience
 
+        # bf16 on a CPU, one process: bf16 weights inside each step, fp32 master (precision.Bf16Weights)
+        bf16_weights = self.precision_used == "bf16" and dist.device == "cpu" and not dist.enabled
         model.train()
         bar = TrainProgress(total_steps, enabled=self.progress and dist.is_main)
         with bar:
@@ -251,14 +262,16 @@ class TorchTrainer:
                 t0 = time.perf_counter()
                 n_target = sum(train[i].n_target for b in batches for i in b)  # the step's global token count
                 loss_sum, tokens = 0.0, 0
-                for k, batch in enumerate(batches):
-                    exs = [train[i] for i in shard(batch, dist)]
-                    sync = model.no_sync if dist.enabled and k < len(batches) - 1 else nullcontext
-                    with sync():
-                        loss, ntok = self._token_loss_sum(model, exs, pad_id, dist.device, kd)
-                        (loss * dist.world / n_target).backward()  # DDP averages over ranks; undo that
-                    loss_sum += float(loss.detach())
-                    tokens += ntok
+                with prec.Bf16Weights(core, enabled=bf16_weights) as weights:
+                    for k, batch in enumerate(batches):
+                        exs = [train[i] for i in shard(batch, dist)]
+                        sync = model.no_sync if dist.enabled and k < len(batches) - 1 else nullcontext
+                        with sync():
+                            loss, ntok = self._token_loss_sum(model, exs, pad_id, dist.device, kd)
+                            (loss * dist.world / n_target).backward()  # DDP averages over ranks; undo that
+                        weights.collect()
+                        loss_sum += float(loss.detach())
+                        tokens += ntok
                 if self.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(trainable, self.max_grad_norm)
                 optimizer.step()
@@ -328,7 +341,8 @@ class TorchTrainer:
             merged=self.method == "lora", kd=kd.stats() if kd is not None else None,
             selected=self.checkpoint_select if best_weights is not None else "last",
             best_step=state["best_step"] if best_weights is not None else state["step"],
-            dev_gold=state["dev_gold"], dev_rows=len(dev) if dev is not None else None)
+            dev_gold=state["dev_gold"], dev_rows=len(dev) if dev is not None else None,
+            precision=self.precision_used)
 
     def _save(self, core, tokenizer, paths: TrainPaths) -> None:
         """Full: the model. LoRA: the adapter (student_adapter/) and the merged model (student_model/)."""
