@@ -15,8 +15,10 @@ export TOKENIZERS_PARALLELISM ?= false
 EXPERIMENT ?= wikisql_1k
 ARGS ?=
 PYTEST_ARGS ?= -q
+# One pytest worker per core (pytest-xdist): most of the suite waits on `python -m runner` subprocesses.
+PYTEST_WORKERS ?= -n auto
 
-.PHONY: setup run test bench clean-venv
+.PHONY: setup run test test-fast bench clean-venv
 
 setup: $(STAMP)
 
@@ -31,7 +33,12 @@ run: setup
 	$(PY) -m runner +experiment=$(EXPERIMENT) $(ARGS)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The inner loop: everything but the documented commands run end to end (tests/test_readme_commands.py)
+# and the tests marked slow. `make test` (what CI runs) stays the whole suite.
+test-fast: setup
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS) -m "not slow" --ignore=tests/test_readme_commands.py
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

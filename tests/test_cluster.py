@@ -69,6 +69,7 @@ def launcher(request) -> tuple[list[str], dict[str, str]]:
     return ["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"], {}
 
 
+@pytest.mark.slow
 def test_parallel_sweep_on_one_postgres_cache_sends_each_request_once(tmp_path, pg_url, launcher):
     # 4 jobs asking the same prompts at once, and a 5th whose invalid value fails it like any job.
     args, env = launcher

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, read_metrics, requires_data, run_cli
 
 pytestmark = requires_data
@@ -20,6 +22,7 @@ STAGES = ["load", "hash", "prompt", "teacher", "clean", "execute", "judge", "gat
           "teacher_logits", "train", "student_post", "compare"]
 
 
+@pytest.mark.slow
 def test_logit_kd_alpha_sweep_end_to_end(tmp_path):
     proc, sweep = run_cli(["-m", "+experiment=wikisql_logit_kd", *SMOKE, "trainer.torch.kd.alpha=0,0.9"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

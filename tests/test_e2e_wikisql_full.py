@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 
 from runner.report import build_report
 from runner.text2sql.grammar import WikiSqlGrammar, prompt_parts
@@ -24,9 +25,17 @@ def jobs(sweep):
     return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
-def test_wikisql_full_picks_its_checkpoint_on_train_tables_only(tmp_path):
-    proc, run = run_cli(["+experiment=wikisql_full", "dataset.n_train=80", *SMOKE], tmp_path)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One wikisql_full smoke run, read by the checkpoint test and used as the logit-KD teacher."""
+    tmp = tmp_path_factory.mktemp("full")
+    proc, run = run_cli(["+experiment=wikisql_full", "dataset.n_train=80", *SMOKE], tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run
+
+
+def test_wikisql_full_picks_its_checkpoint_on_train_tables_only(full_run):
+    run = full_run
     m = read_metrics(run)
     assert m["status"] == "ok" and m["train.checkpoint"] == "dev_gold" and m["train.dev_rows"] > 0
     assert m["train.best_step"] in (3, 6) and m["train.dev_gold"] is not None
@@ -64,6 +73,7 @@ def test_scaling_sweep_runs_on_default_folders_and_plots_against_n_train(tmp_pat
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_filter_ablation_labels_the_oracle(tmp_path):
     proc, sweep = run_cli(["-m", "+experiment=wikisql_filter_ablation", "dataset.n_train=80", "seed=0", *SMOKE],
                           tmp_path)
@@ -78,13 +88,13 @@ def test_filter_ablation_labels_the_oracle(tmp_path):
     assert by_name["none"]["distilled.count"] >= by_name["default"]["distilled.count"] > oracle["distilled.count"]
 
 
-def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path):
+@pytest.mark.slow
+def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path, full_run):
     """wikisql_logit_kd_full as the README shows it: the teacher is an earlier wikisql_full run's
     student (pipeline.reuse_from), evaluated again on the same held-out rows; the student shares its
     tokenizer; without a teacher run the command fails in seconds, naming the fix. (A teacher trained
     on this run's eval tables is refused: tests/train/test_kd.py.)"""
-    proc, teacher_run = run_cli(["+experiment=wikisql_full", "dataset.n_train=80", *SMOKE], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    teacher_run = full_run
     t = read_metrics(teacher_run)
     reuse = f"pipeline.reuse_from=[{teacher_run}]"
     proc, run = run_cli(["+experiment=wikisql_logit_kd_full", reuse, "dataset.n_train=80", *SMOKE], tmp_path)

@@ -87,6 +87,7 @@ def test_wikisql_smoke_with_student_end_to_end(tmp_path):
 @requires_data
 @pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None,
                     reason="mlx-lm is not installed (pip install 'mlx[cpu]' mlx-lm on Linux)")
+@pytest.mark.slow
 def test_wikisql_smoke_with_mlx_student_end_to_end(tmp_path):
     # mlx on Linux CPU is slow: a few small batches. batch_size=2 fits the 2 usable valid rows,
     # so mlx-lm's validation (full batches only) runs and best_valid_loss is measured.

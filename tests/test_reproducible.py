@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.cli_tmp import metrics, run_in_tmp
 from tests.conftest import requires_data
 
@@ -18,6 +20,7 @@ VOLATILE = re.compile(r"(_s$|_s_|per_s|per_hour|latency|wall|started_at|ended_at
                       r"|elapsed|speedup|_ms$|host|pid|gflops|threads|accuracy_per_mb)")
 
 
+@pytest.mark.slow
 def test_two_runs_with_the_same_seed_give_the_same_metrics(tmp_path):
     runs = []
     for name in ("a", "b"):

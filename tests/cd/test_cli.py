@@ -67,6 +67,7 @@ def test_smoke_experiment_end_to_end_then_rerun_distillation_on_its_teacher(tmp_
     assert not (rerun / "artifacts" / "teacher.pt").exists()
 
 
+@pytest.mark.slow
 def test_burgers_cd_meets_its_claims(tmp_path):
     # The README's command, unchanged: the student's 1-step NRMSE is within 1.1x the 35-NFE
     # teacher's, and measured sampling is more than 10x faster. A student that did not learn

@@ -1,7 +1,6 @@
 """Wall-budget schedules and checkpoint selection on a dev split of train tables (never eval)."""
 from __future__ import annotations
 
-
 import polars as pl
 import pytest
 
