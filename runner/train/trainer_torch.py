@@ -125,7 +125,6 @@ class TorchTrainer:
     def _token_loss_sum(self, model, examples: list[Example], pad_id: int, device: str, kd=None):
         """Sum of next-token cross-entropy over the assistant tokens of these examples; with `kd`
         (a KDRuntime) the (1 - alpha) CE + alpha KD mix over the same tokens."""
-        import torch
         import torch.nn.functional as F
 
         ids, mask, labels = (t.to(device) for t in collate(examples, pad_id))
