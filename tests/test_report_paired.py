@@ -183,3 +183,39 @@ def test_ci95_keys_load_as_pairs_and_stay_out_of_the_default_columns(tmp_path):
     assert "x.pass_rate" in report.columns and "x.pass_rate_ci95" not in report.columns
     rows = build_report([tmp_path], metrics=["*_ci95"], plot=False).rows
     assert rows[0]["x.pass_rate_ci95"] == pytest.approx(list(wilson(3, 10))) and rows[1]["x.pass_rate_ci95"] is None
+
+
+def _job(root: Path, name: str, rows: dict[str, tuple[int, int]]) -> Path:
+    """A run folder whose student_post.parquet holds {sample_id: (gold_match, exec_pass)}."""
+    art = root / name / "artifacts"
+    art.mkdir(parents=True)
+    pl.DataFrame({"sample_id": list(rows), "gold_match": [bool(g) for g, _ in rows.values()],
+                  "exec_pass": [bool(e) for _, e in rows.values()]}).write_parquet(art / "student_post.parquet")
+    return root / name
+
+
+def test_settings_are_paired_row_by_row_pooled_over_seeds(tmp_path):
+    from runner.report.pooled import pooled_pairs
+
+    ids = [f"s{i}" for i in range(40)]
+    # reference: right on the first 10 rows (both seeds); setting: right on the first 30 rows at seed 0
+    # and the first 20 at seed 1 -> per-row means differ by 1 on rows 10-19 and by 0.5 on rows 20-29
+    groups = {
+        "filters=none": {0: _job(tmp_path, "a0", {s: (i < 10, 1) for i, s in enumerate(ids)}),
+                         1: _job(tmp_path, "a1", {s: (i < 10, 1) for i, s in enumerate(ids)})},
+        "filters=default": {0: _job(tmp_path, "b0", {s: (i < 30, 1) for i, s in enumerate(ids)}),
+                            1: _job(tmp_path, "b1", {s: (i < 20, 1) for i, s in enumerate(ids)}),
+                            2: _job(tmp_path, "b2", {s: (1, 1) for s in ids})},  # no reference: not pooled
+    }
+    table = {r["metric"]: r for r in pooled_pairs(groups)}
+    gold = table["student_post.gold_match_rate"]
+    assert gold["reference"] == "filters=none" and gold["setting"] == "filters=default"
+    assert gold["seeds"] == 2 and gold["rows"] == 40
+    assert gold["reference_mean"] == 0.25 and gold["mean"] == 0.625
+    assert abs(gold["diff"] - (10 * 1 + 10 * 0.5) / 40) < 1e-12 and 0 < gold["lo"] < gold["diff"] < gold["hi"]
+    ex = table["student_post.exec_pass_rate"]
+    assert ex["diff"] == ex["lo"] == ex["hi"] == 0.0
+    # a seed whose rows differ between the two settings is left out, and counted
+    groups["filters=default"][1] = _job(tmp_path, "b1x", {f"x{i}": (1, 1) for i in range(40)})
+    gold = {r["metric"]: r for r in pooled_pairs(groups)}["student_post.gold_match_rate"]
+    assert gold["seeds"] == 1 and gold["seeds_skipped"] == 1 and abs(gold["diff"] - 0.5) < 1e-12

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.core.console import format_value
-from runner.report import defaults, paired, plots, seeds
+from runner.report import defaults, paired, plots, pooled, seeds
 from runner.report.load import Runs, default_metrics, find_job_dirs, load_runs
 
 MAX_PARAM_PLOTS = 24  # metric-vs-parameter PNGs per report; more are noise (pick with --metrics)
@@ -29,6 +29,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     seed_keys: list[str] = field(default_factory=list)   # the setting columns of `seeds`
     seeds: list[dict[str, Any]] = field(default_factory=list)  # runner.report.seeds.seed_table
+    pooled: list[dict[str, Any]] = field(default_factory=list)  # runner.report.pooled.pooled_pairs
     comparison: paired.Comparison | None = None         # --baseline: runner.report.paired
 
 
@@ -94,6 +95,8 @@ def build_report(paths: list[str | Path], *, metrics: list[str] | None = None, w
         r["job"] = os.path.relpath(r["job"], out) if r["job"] != str(out) else "."
     report = Report(out_dir=out, columns=columns, rows=rows, runs=runs)
     report.seed_keys, report.seeds = seeds.seed_table(rows, runs.swept, [c for c in chosen if c not in ident])
+    if report.seeds and report.seed_keys:  # several settings, each over seeds: paired row by row, pooled
+        report.pooled = pooled.pooled_pairs(pooled.setting_groups(rows, report.seed_keys, out))
     if base_job is not None:  # every other job (those the --where kept) against the baseline
         kept = {str((out / r["job"]).resolve()) for r in rows}
         report.comparison = paired.compare_runs(base_job, [j for j in jobs if j != base_job and str(j) in kept], out)
@@ -192,6 +195,8 @@ def write_markdown(report: Report, pngs: list[Path]) -> Path:
                      + " |")
     if report.seeds:
         lines += seeds.markdown(report.seed_keys, report.seeds)
+    if report.pooled:
+        lines += pooled.markdown(report.pooled)
     if report.comparison is not None:
         lines += paired.markdown(report.comparison)
     if pngs:
@@ -220,5 +225,7 @@ def print_table(report: Report, console: Console | None = None) -> None:
     console.print(t)
     if report.seeds:
         seeds.print_seeds(report.seed_keys, report.seeds, console)
+    if report.pooled:
+        pooled.print_pooled(report.pooled, console)
     if report.comparison is not None:
         paired.print_comparison(report.comparison, console)
