@@ -154,3 +154,29 @@ def test_the_checker_finds_circles(graph, cycle):
 def test_the_checker_sees_imports_inside_functions(tmp_path, monkeypatch):
     assert "runner.lm.constraint" in import_graph()["runner.lm.generate"]  # imported inside a function
     assert layer_of("runner.lm.generate") < layer_of("runner.text2sql.grammar")
+
+
+def test_the_docs_target_table_names_every_conf_target_and_each_exists():
+    """docs/architecture.md's table takes a newcomer from a config group to its class in one hop:
+    every `_target_` of conf/ is in it, and every class and file it names exists."""
+    import importlib
+    import re
+
+    root = PKG.parent
+    doc = (root / "docs" / "architecture.md").read_text()
+    targets = {m for f in (root / "conf").rglob("*.yaml")
+               for m in re.findall(r"_target_:\s*(runner\.[\w.]+)", f.read_text())}
+    assert targets, "no _target_ found in conf/"
+    rows = [line for line in doc.splitlines() if line.startswith("|")]
+
+    def listed(target: str) -> bool:  # in full, or as `module.First`, `Second` on one row
+        module, _, name = target.rpartition(".")
+        return any(target in r or (f"`{module}." in r and f"`{name}`" in r) for r in rows)
+
+    missing = sorted(t for t in targets if not listed(t))
+    assert not missing, f"conf targets absent from docs/architecture.md: {missing}"
+    for dotted in set(re.findall(r"`(runner\.[\w.]+\.[A-Z]\w*)`", doc)):
+        module, _, name = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), dotted
+    for path in set(re.findall(r"`(runner/[\w/]+\.py)`", doc)):
+        assert (root / path).is_file(), path
