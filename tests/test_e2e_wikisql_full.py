@@ -57,6 +57,10 @@ def test_wikisql_full_picks_its_checkpoint_on_train_tables_only(full_run):
     # constrained decoding, labelled, with the plain-greedy twin on the same rows
     assert m["student_pre.decoding"] == m["student_post.decoding"] == m["compare.student_decoding"] == "greedy+wikisql"
     assert m["student_post_plain.decoding"] == "greedy" and m["student_post_plain.rows"] == m["student_post.rows"]
+    # compare runs after the plain twin: the like-for-like pair is tested, and retention says it is not
+    assert m["compare.post_plain_vs_teacher.rows"] == m["student_post.rows"] > 0
+    assert m["compare.post_plain_vs_teacher.gold_match_p_mcnemar"] is not None
+    assert m["compare.retention_like_for_like"] is False
     for user, text in pl.read_parquet(art / "student_post.parquet").select("user", "generation").iter_rows():
         assert WikiSqlGrammar(*prompt_parts(user)).state(text.encode())[0], text
 
