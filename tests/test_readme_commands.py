@@ -24,7 +24,9 @@ import pytest
 
 from tests.conftest import REPO, output_folders, requires_data
 
-pytestmark = requires_data
+# One worker runs this whole module (make test: --dist loadgroup): a command with a placeholder reads
+# the run an earlier command made in this module's working copy.
+pytestmark = [requires_data, pytest.mark.xdist_group("readme_commands")]
 
 _TEXT2SQL = ["dataset.n_train=50", "dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20",
              "student.size=tiny", "pipeline.stages.student_pre.max_new_tokens=8",
