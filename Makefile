@@ -16,7 +16,7 @@ EXPERIMENT ?= wikisql_1k
 ARGS ?=
 PYTEST_ARGS ?= -q
 # One pytest worker per core (pytest-xdist): most of the suite waits on `python -m runner` subprocesses.
-PYTEST_WORKERS ?= -n auto --dist loadgroup
+PYTEST_WORKERS ?= -n auto --dist loadfile
 
 .PHONY: setup run test test-fast bench clean-venv
 

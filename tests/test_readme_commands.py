@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import REPO, output_folders, requires_data
 
-# One worker runs this whole module (make test: --dist loadgroup): a command with a placeholder reads
+# One worker runs this whole module (make test: --dist loadfile): a command with a placeholder reads
 # the run an earlier command made in this module's working copy.
 pytestmark = [requires_data, pytest.mark.xdist_group("readme_commands")]
 
