@@ -317,10 +317,11 @@ class TorchTrainer:
         losses = [r["loss"] for r in state["log"] if r["loss"] is not None]
         # What ended training. Anything on the wall clock depends on the machine's speed at the time:
         # the same command and seed can then give other numbers.
-        if out_of_time and state["step"] < total_steps:
-            stopped_by = "wall_cap"
-        elif self.max_wall_s and not self.max_steps:
+        # (no max_steps: the clock set the horizon, whether the fitted schedule ran out or the budget did)
+        if self.max_wall_s and not self.max_steps:
             stopped_by = "wall_budget"
+        elif out_of_time and state["step"] < total_steps:
+            stopped_by = "wall_cap"
         elif stop:
             stopped_by = "patience"
         else:
