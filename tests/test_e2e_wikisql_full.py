@@ -5,6 +5,7 @@ run on Hydra's default folders, the oracle is labelled, and the report draws the
 from __future__ import annotations
 
 import json
+import zlib
 
 import polars as pl
 import pytest
@@ -131,3 +132,28 @@ def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path, full_run):
     assert proc.returncode == 1
     m = read_metrics(none)
     assert "pipeline.reuse_from" in m["error"] and "student_model/" in m["error"] and "teacher.requests" not in m
+
+
+@pytest.mark.slow
+def test_gkd_full_samples_on_its_fraction_of_steps_and_scores_both_decodings(tmp_path, full_run):
+    """wikisql_gkd_full as the docs show it (one lambda instead of the sweep): the on-policy steps are
+    the seeded draw's, their cost is reported, and the student is scored constrained and plain, each
+    paired with the teacher on the same rows."""
+    from runner.train.on_policy import is_on_policy_step
+
+    proc, run = run_cli(["+experiment=wikisql_gkd_full", f"pipeline.reuse_from=[{full_run}]", "dataset.n_train=80",
+                         "trainer.kd.on_policy=0.5", "trainer.kd.sample_max_new_tokens=16", "seed=3", *SMOKE], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = read_metrics(run)
+    train_seed = (3 * 1_000_003 + zlib.crc32(b"train")) % (2**31 - 1)  # RunContext.stage_seed("train")
+    want = [is_on_policy_step(0.5, train_seed, s) for s in range(6)]
+    assert 0 < sum(want) < 6  # seed 3 mixes both kinds of step (else pick another seed)
+    assert m["train.kd_on_policy"] == 0.5 and m["train.kd_on_policy_steps"] == sum(want)
+    log = pl.read_parquet(run / "artifacts" / "train_log.parquet").filter(pl.col("loss").is_not_null())
+    assert log["on_policy"].to_list() == want
+    assert 0 < m["train.sample_s"] < m["train.train_s"] and 0 < m["train.sample_share"] < 1
+    assert 16 * sum(want) <= m["train.kd_sampled_tokens"] <= 16 * 16 * sum(want)  # batch 16, <= 16 tokens each
+    assert m["student_post.decoding"] == "greedy+wikisql" and m["student_post_plain.decoding"] == "greedy"
+    for side in ("post_vs_teacher", "post_plain_vs_teacher"):
+        assert m[f"compare.{side}.rows"] == m["student_post.rows"] > 0
+    assert "train: on-policy" in (run / "run.log").read_text()

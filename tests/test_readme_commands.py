@@ -49,8 +49,12 @@ SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
          "wikisql_full": ["dataset.n_train=60", *_FULL], "wikisql_scaling": ["dataset.n_train=40,60", *_FULL],
          # one seed of the presets' two: the second proves nothing more at smoke size
          "wikisql_filter_ablation": ["dataset.n_train=60", "seed=0", *_FULL],
-         "wikisql_logit_kd_full": ["dataset.n_train=60", "seed=0", *_FULL]}
-OWN_TRAINER = ("wikisql_full", "wikisql_scaling", "wikisql_filter_ablation", "wikisql_logit_kd_full")
+         "wikisql_logit_kd_full": ["dataset.n_train=60", "seed=0", *_FULL],
+         # one lambda of the three: lambda = 0 is the logit-KD commands above
+         "wikisql_gkd_full": ["dataset.n_train=60", "seed=0", "trainer.kd.on_policy=1",
+                              "trainer.kd.sample_max_new_tokens=8", *_FULL]}
+OWN_TRAINER = ("wikisql_full", "wikisql_scaling", "wikisql_filter_ablation", "wikisql_logit_kd_full",
+               "wikisql_gkd_full")
 SWEEPER_SIZES = ["hydra.sweeper.n_trials=2"]
 
 # Substring of a command -> why it is not run here.
@@ -74,6 +78,7 @@ PLACEHOLDERS = {
     "outputs/wikisql_logit_kd/2026-11-22/10-00-00": ("wikisql_logit_kd", False),
     "outputs/wikisql_1k/2026-11-22/10-00-00": ("wikisql_1k", False),
     "outputs/multirun/wikisql_logit_kd_full/2026-11-22/10-00-00": ("wikisql_logit_kd_full", True),
+    "outputs/multirun/wikisql_gkd_full/2026-11-22/10-00-00": ("wikisql_gkd_full", True),
     "outputs/wikisql_full/2026-11-22/10-00-00": ("wikisql_full", False),
     "outputs/multirun/wikisql_scaling/2026-11-22/10-00-00": ("wikisql_scaling", True),
     "outputs/multirun/wikisql_filter_ablation/2026-11-22/10-00-00": ("wikisql_filter_ablation", True),

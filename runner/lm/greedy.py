@@ -140,11 +140,17 @@ def prefill(model: Any, prompts: list[list[int]], pad_id: int, min_shared: int =
 
 
 def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens: int,
-           constraints: Sequence[Any] | None = None) -> list[tuple[list[int], float]]:
+           constraints: Sequence[Any] | None = None, temperature: float = 0.0,
+           generator: Any = None) -> list[tuple[list[int], float]]:
     """Greedy tokens per row and seconds from the batch's start until the row finished. Rows that
     emit a stop token leave the batch (and the KV cache) at once. `constraints`: one
-    runner.text2sql.grammar.ConstrainedRow per row, which picks the most likely allowed token."""
+    runner.text2sql.grammar.ConstrainedRow per row, which picks the most likely allowed token.
+    `temperature` > 0 samples from softmax(logits / temperature) instead, drawing from `generator`
+    (a seeded torch.Generator: the same seed gives the same tokens); on-policy distillation uses it."""
     import torch
+
+    if temperature > 0 and constraints is not None:
+        raise ValueError("decode: sampling under a constraint is not implemented (constraints pick greedily)")
 
     n = state.logits.shape[0]
     stops = torch.tensor(list(stop_ids), device=state.logits.device)
@@ -154,7 +160,11 @@ def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens
     logits, mask, last_pos, cache = state.logits, state.mask, state.last_pos, state.cache
     with torch.inference_mode():
         for step in range(max_new_tokens):
-            nxt = logits[:, -1].argmax(-1)
+            if temperature > 0:
+                probs = torch.softmax(logits[:, -1].float() / temperature, -1)
+                nxt = torch.multinomial(probs, 1, generator=generator).flatten()
+            else:
+                nxt = logits[:, -1].argmax(-1)
             if constraints is not None:
                 last = logits[:, -1]
                 nxt = torch.tensor([constraints[alive[r]].pick(last[r], t) for r, t in enumerate(nxt.tolist())],

@@ -47,6 +47,11 @@ class KDConfig:
     store_dtype: str = "float16"     # offline log-prob storage (float32 for bit-level parity tests)
     enabled: bool = True
     teacher_tables_check: bool = True  # false: accept a teacher whose training tables cannot be checked
+    # On-policy distillation (runner.train.on_policy): the fraction of steps whose answers the
+    # student samples itself and the teacher scores; 0 = offline/online KD exactly.
+    on_policy: float = 0.0
+    sample_temperature: float = 1.0
+    sample_max_new_tokens: int = 64
 
     @classmethod
     def from_config(cls, raw: dict[str, Any] | None) -> "KDConfig | None":
@@ -84,6 +89,9 @@ class KDConfig:
             check_range(k, "beta", self.beta, 0, lo_open=True)
             if self.beta >= 1:
                 raise ConfigError(f"{k}.beta={self.beta} is out of range: it must be < 1 (0 < beta < 1)")
+        check_range(k, "on_policy", self.on_policy, 0, 1)
+        check_range(k, "sample_temperature", self.sample_temperature, 0, lo_open=True)
+        check_range(k, "sample_max_new_tokens", self.sample_max_new_tokens, 1)
         if self.mode == "offline" and self.top_k is None:
             raise ConfigError(f"{k}.mode=offline needs {k}.top_k (dense offline logits are |V| floats per "
                               f"token); set top_k, or use {k}.mode=online for a dense teacher")

@@ -19,13 +19,14 @@ class KDRuntime:
         self.teacher_s = 0.0     # teacher forward (online) or target lookup (offline), inside train_s
         self.positions = 0       # assistant positions distilled
         self.kd_sum = 0.0        # sum of the KD term (tau^2-scaled), for the mean per token
-        if kd.alpha == 0:        # pure SFT: the teacher is never asked (the loss is CE bit for bit)
-            return
-        if kd.mode == "online":
+        # Off-policy steps at alpha = 0 are pure SFT: the data's answers never reach the teacher.
+        # On-policy steps (kd.on_policy > 0) score the student's own answers: always online.
+        off_policy_kd = kd.alpha > 0 and kd.on_policy < 1
+        if kd.on_policy > 0 or (off_policy_kd and kd.mode == "online"):
             from runner.train.teacher_logits import load_teacher
 
             self.teacher = load_teacher(teacher_dir, device)
-        else:
+        if off_policy_kd and kd.mode == "offline":
             from runner.train.teacher_logits import OfflineTargets
 
             self.offline = OfflineTargets(logits_dir, kd)
@@ -45,18 +46,19 @@ class KDRuntime:
         if diff:
             raise ConfigError(f"{trainer.config_key}.kd: teacher ({teacher_dir}) and student ({base_dir}) "
                               f"tokenizers differ: {diff}. Logit KD needs the same tokenizer")
-        if kd.mode == "offline" and kd.alpha > 0 and logits_dir is None:
+        if kd.mode == "offline" and kd.alpha > 0 and kd.on_policy < 1 and logits_dir is None:
             raise ConfigError(f"{trainer.config_key}.kd.mode=offline needs the teacher_logits stage's "
                               "artifact teacher_logits/ (enable the stage, or use kd.mode=online)")
         return cls(kd, Path(teacher_dir), logits_dir, device)
 
-    def mix(self, ce_sum, examples, ids, mask, labels_shifted, start: int, student_logits):
-        """(1 - alpha) CE + alpha KD over the same assistant positions (labels != IGNORE)."""
-        if self.kd.alpha == 0:
+    def mix(self, ce_sum, examples, ids, mask, labels_shifted, start: int, student_logits, on_policy: bool = False):
+        """(1 - alpha) CE + alpha KD over the same assistant positions (labels != IGNORE). On an
+        on-policy batch (the student's sampled answers) the KD term alone, teacher online."""
+        if self.kd.alpha == 0 and not on_policy:
             return combine(ce_sum, None, 0)
         sel = labels_shifted != IGNORE
         t0 = time.perf_counter()
-        if self.teacher is not None:
+        if on_policy or self.kd.mode == "online":
             from runner.train.teacher_logits import teacher_logits_at
 
             t_ids, t_logp = teacher_targets(teacher_logits_at(self.teacher, ids, mask, start)[sel],
@@ -72,7 +74,7 @@ class KDRuntime:
                                    self.kd.loss, self.kd.beta, self.kd.top_k_rest)
         self.positions += int(sel.sum())
         self.kd_sum += float(kd_sum.detach())
-        return combine(ce_sum, kd_sum, self.kd.alpha)
+        return kd_sum if on_policy else combine(ce_sum, kd_sum, self.kd.alpha)
 
     def stats(self) -> dict[str, Any]:
         out = {"kd_mode": self.kd.mode, "kd_alpha": self.kd.alpha, "kd_loss": self.kd.loss,

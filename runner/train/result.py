@@ -8,7 +8,8 @@ from typing import Any
 import polars as pl
 
 LOG_SCHEMA = {"step": pl.Int64, "loss": pl.Float64, "valid_loss": pl.Float64, "lr": pl.Float64,
-              "tokens": pl.Int64, "elapsed_s": pl.Float64, "dev_gold": pl.Float64}
+              "tokens": pl.Int64, "elapsed_s": pl.Float64, "dev_gold": pl.Float64,
+              "on_policy": pl.Boolean}  # on_policy: null unless trainer.kd.on_policy > 0
 
 
 @dataclass

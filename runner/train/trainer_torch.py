@@ -122,9 +122,10 @@ class TorchTrainer:
         return model, tokenizer, pad_id
 
     # ----------------------------------------------------------------- loss
-    def _token_loss_sum(self, model, examples: list[Example], pad_id: int, device: str, kd=None):
+    def _token_loss_sum(self, model, examples: list[Example], pad_id: int, device: str, kd=None,
+                        on_policy: bool = False):
         """Sum of next-token cross-entropy over the assistant tokens of these examples; with `kd`
-        (a KDRuntime) the (1 - alpha) CE + alpha KD mix over the same tokens."""
+        (a KDRuntime) the (1 - alpha) CE + alpha KD mix over the same tokens (on-policy: KD alone)."""
         import torch.nn.functional as F
 
         ids, mask, labels = (t.to(device) for t in collate(examples, pad_id))
@@ -137,7 +138,7 @@ class TorchTrainer:
         loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
                                labels[:, start + 1:].reshape(-1), ignore_index=-100, reduction="sum")
         if kd is not None:
-            loss = kd.mix(loss, examples, ids, mask, labels[:, start + 1:], start, logits[:, :-1])
+            loss = kd.mix(loss, examples, ids, mask, labels[:, start + 1:], start, logits[:, :-1], on_policy)
         return loss, int(mask.sum())
 
     def _valid_loss(self, model, valid: list[Example], pad_id: int, dist: Dist) -> float | None:
@@ -177,6 +178,12 @@ class TorchTrainer:
             from runner.train.kd_runtime import KDRuntime
 
             kd = KDRuntime.open(self, base_dir, dist.device)  # tokenizer check: before any step
+        sampler = None
+        if self.kd is not None and self.kd.on_policy > 0:
+            from runner.train.on_policy import OnPolicySampler
+
+            sampler = OnPolicySampler(self.kd.on_policy, self.kd.sample_temperature,
+                                      self.kd.sample_max_new_tokens, tokenizer, model)
         train, dropped = encode_rows(tokenizer, train_rows, self.max_seq_length)
         valid, dropped_valid = encode_rows(tokenizer, valid_rows[: self.max_valid_rows or None], self.max_seq_length)
         global_bs = self.batch_size * dist.world
@@ -233,6 +240,11 @@ class TorchTrainer:
                 _log.info("train: step %d/%d, valid loss %s, dev gold %s, %.0f tokens/s, %.0f s", step,
                           plan.total_steps, "null" if v is None else f"{v:.4f}", "null" if g is None else f"{g:.3f}",
                           rate, time.perf_counter() - t_start)
+                if sampler is not None and state["train_s"]:
+                    _log.info("train: on-policy %d of %d steps, sampling %.0f s (%.0f%% of train_s), teacher %.0f s "
+                              "(%.0f%%), %d answer tokens sampled", sampler.steps, step, sampler.sample_s,
+                              100 * sampler.sample_s / state["train_s"], kd.teacher_s,
+                              100 * kd.teacher_s / state["train_s"], sampler.tokens)
             score = {"valid_loss": None if v is None else -v, "dev_gold": g}.get(self.checkpoint_select)
             if score is not None and step > 0 and (state["best_score"] is None or score > state["best_score"]):
                 state["best_score"], state["best_step"], state["dev_gold"] = score, step, g
@@ -259,14 +271,19 @@ class TorchTrainer:
                 epoch, within = divmod(step, steps_per_epoch)
                 batches = epoch_batches(epoch)[within * self.grad_accum:(within + 1) * self.grad_accum]
                 t0 = time.perf_counter()
-                n_target = sum(train[i].n_target for b in batches for i in b)  # the step's global token count
+                micro = [[train[i] for i in shard(batch, dist)] for batch in batches]
+                on_policy = sampler is not None and sampler.on_policy(seed, step)
+                if on_policy:  # the student answers the step's prompts (fp32 weights, before the bf16 cast)
+                    micro = sampler.sample(core, micro, pad_id, seed, step)
+                    n_target = int(all_sum([float(sum(e.n_target for exs in micro for e in exs))], dist)[0])
+                else:
+                    n_target = sum(train[i].n_target for b in batches for i in b)  # the step's global token count
                 loss_sum, tokens = 0.0, 0
                 with prec.Bf16Weights(core, enabled=bf16_weights) as weights:
-                    for k, batch in enumerate(batches):
-                        exs = [train[i] for i in shard(batch, dist)]
+                    for k, exs in enumerate(micro):
                         sync = model.no_sync if dist.enabled and k < len(batches) - 1 else nullcontext
                         with sync():
-                            loss, ntok = self._token_loss_sum(model, exs, pad_id, dist.device, kd)
+                            loss, ntok = self._token_loss_sum(model, exs, pad_id, dist.device, kd, on_policy)
                             (loss * dist.world / n_target).backward()  # DDP averages over ranks; undo that
                         weights.collect()
                         loss_sum += float(loss.detach())
@@ -298,7 +315,9 @@ class TorchTrainer:
                 step_loss = loss_sum / n_target
                 state["log"].append({"step": step, "loss": step_loss, "valid_loss": None,
                                      "lr": scheduler.get_last_lr()[0], "tokens": int(tokens),
-                                     "elapsed_s": state["train_s"]})
+                                     "elapsed_s": state["train_s"],
+                                     # on-policy steps log the KD term alone (their loss is no CE)
+                                     "on_policy": on_policy if sampler is not None else None})
                 bar.update(step, step_loss, state["tokens"] / state["train_s"])
                 # the wall budget is spent: this step is the last one, and it is validated
                 out_of_time = bool(self.max_wall_s) and time.perf_counter() - t_start > self.max_wall_s
@@ -338,7 +357,10 @@ class TorchTrainer:
             params_trainable=sum(p.numel() for p in trainable),
             dropped_train=dropped, dropped_valid=dropped_valid, resumed_from_step=resumed_from,
             stopped_early=state["step"] < total_steps, stopped_by=stopped_by, world_size=dist.world, rank=dist.rank,
-            merged=self.method == "lora", kd=kd.stats() if kd is not None else None,
+            merged=self.method == "lora",
+            kd={**kd.stats(), **(sampler.stats(state["train_s"]) if sampler else {}),
+                "kd_teacher_share": kd.teacher_s / state["train_s"] if state["train_s"] else None}
+            if kd is not None else None,
             selected=self.checkpoint_select if best_weights is not None else "last",
             best_step=state["best_step"] if best_weights is not None else state["step"],
             dev_gold=state["dev_gold"], dev_rows=len(dev) if dev is not None else None,

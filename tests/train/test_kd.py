@@ -11,7 +11,7 @@ import torch
 from runner.core.artifacts import ArtifactStore
 from runner.core.stage import ConfigError
 from runner.lm.scratch import ScratchStudent
-from runner.student.kd_stages import build_with_tokenizer, validate_kd
+from runner.student.kd_stages import validate_kd
 from runner.train.chat_data import encode_rows
 from runner.train.kd_loss import kd_divergence_sum, teacher_targets
 from runner.train.kd_runtime import KDRuntime
@@ -91,15 +91,6 @@ def test_jsd_ends_approach_forward_and_reverse_kl():
 def _trainer(kd=None, **kw):
     return TorchTrainer(learning_rate=3e-3, batch_size=8, max_seq_length=256, num_threads=2, progress=False,
                         eval_every=None, warmup_steps=0, kd=kd, **kw)
-
-
-@pytest.fixture(scope="module")
-def micro_teacher(tmp_path_factory, micro_base) -> Path:
-    """A second micro model with the SAME tokenizer as micro_base (different weights): the teacher."""
-    out = tmp_path_factory.mktemp("kdteacher") / "teacher"
-    student = ScratchStudent("micro", {"micro": MICRO}, max_position_embeddings=256)
-    build_with_tokenizer(student, micro_base, out, seed=7)
-    return out
 
 
 @pytest.fixture(scope="module")
