@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         pl.DataFrame(result.log, schema=LOG_SCHEMA).write_parquet(out / "train_log.parquet")
         summary = {k: getattr(result, k) for k in ("steps", "final_loss", "best_valid_loss", "wall_s", "train_s",
-                                                   "tokens", "tokens_per_s", "world_size", "resumed_from_step")}
+                                                   "tokens", "tokens_per_s", "world_size", "resumed_from_step",
+                                                   "stopped_by", "precision", "kd")}
         (out / "train_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary))
     from runner.train.ddp import Dist, shutdown

@@ -155,3 +155,17 @@ def test_on_policy_settings_are_checked_before_any_step():
             _trainer({"teacher": "/x", **bad}).validate("train")
     with pytest.raises(ConfigError, match="trainer.kd.enabled=false"):
         _trainer({"enabled": False, "on_policy": 0.5})
+
+
+def test_train_cli_takes_the_same_keys(micro_teacher, toy_run_dir, tmp_path):
+    import json
+
+    from runner.train import cli as train_cli
+
+    art = toy_run_dir / "artifacts"
+    assert train_cli.main(["--train", str(art / "train.jsonl"), "--valid", str(art / "valid.jsonl"),
+                           "--base", str(art / "student_base"), "--out", str(tmp_path), "--set", "max_steps=2",
+                           "batch_size=4", "progress=false", "kd.enabled=true", f"kd.teacher={micro_teacher}",
+                           "kd.mode=online", "kd.on_policy=1", "kd.sample_max_new_tokens=6"]) == 0
+    kd = json.loads((tmp_path / "train_metrics.json").read_text())["kd"]
+    assert kd["kd_on_policy_steps"] == 2 and 2 * 4 <= kd["kd_sampled_tokens"] <= 2 * 4 * 6
