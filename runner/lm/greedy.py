@@ -195,11 +195,12 @@ def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens
 
 
 def greedy_batch(model: Any, prompts: list[list[int]], *, pad_id: int, stop_ids: Sequence[int],
-                 max_new_tokens: int, min_shared: int = 0, constraints: Sequence[Any] | None = None
-                 ) -> list[tuple[list[int], float]]:
-    """Greedy-decode one batch. Returns (generated ids, seconds until the row finished)."""
+                 max_new_tokens: int, min_shared: int = 0, constraints: Sequence[Any] | None = None,
+                 temperature: float = 0.0, generator: Any = None) -> list[tuple[list[int], float]]:
+    """Greedy-decode one batch (or sample it: `temperature` > 0, see decode). Returns (generated
+    ids, seconds until the row finished)."""
     return decode(model, prefill(model, prompts, pad_id, min_shared, max_new_tokens), stop_ids, max_new_tokens,
-                  constraints)
+                  constraints, temperature, generator)
 
 
 def auto_workers(device: str) -> int:
@@ -217,24 +218,31 @@ def resolve_workers(workers: int | str, model: Any, n_batches: int) -> int:
 
 def greedy_batches(model: Any, prompts: list[list[int]], batches: list[list[int]], *, pad_id: int,
                    stop_ids: Sequence[int], max_new_tokens: int, min_shared: int = 0,
-                   workers: int = 1, constraints: Sequence[Any] | None = None
+                   workers: int = 1, constraints: Sequence[Any] | None = None,
+                   temperature: float = 0.0, seed: int = 0
                    ) -> Iterator[tuple[list[int], list[tuple[list[int], float]]]]:
     """(batch, its results) for each batch, in order. With `workers` > 1, that many batches are
     decoded at once in threads that use one torch thread each (restored afterwards).
-    `constraints`: one per prompt (runner.text2sql.grammar), or None for plain greedy."""
+    `constraints`: one per prompt (runner.text2sql.grammar), or None for plain greedy.
+    `temperature` > 0 samples; batch j draws from its own generator seeded `seed + j`, so the
+    tokens do not depend on which thread ran first."""
+    import torch
+
     rows = [[prompts[i] for i in b] for b in batches]
+    starts = {id(b): j for j, b in enumerate(batches)}
 
     def run(b: list[int], p: list[list[int]]) -> list[tuple[list[int], float]]:
+        gen = (torch.Generator(device=model.device).manual_seed(seed + starts[id(b)])
+               if temperature > 0 else None)
         return greedy_batch(model, p, pad_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
                             min_shared=min_shared,
-                            constraints=None if constraints is None else [constraints[i] for i in b])
+                            constraints=None if constraints is None else [constraints[i] for i in b],
+                            temperature=temperature, generator=gen)
 
     if workers <= 1:
         for b, p in zip(batches, rows):
             yield b, run(b, p)
         return
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")

@@ -32,25 +32,31 @@ def is_on_policy_step(fraction: float, seed: int, step: int) -> bool:
 
 
 def sample_answers(model: Any, examples: Sequence[Example], *, pad_id: int, stop_ids: Sequence[int],
-                   max_new_tokens: int, temperature: float, seed: int) -> list[Example]:
+                   max_new_tokens: int, temperature: float, seed: int, workers: int = 1) -> list[Example]:
     """The examples' prompts with answers the student samples in place of the data's.
 
     Each returned Example is prompt + sampled tokens (the stop token included when sampled, so the
-    student is also taught where to stop); its labels (collate) cover exactly the sampled tokens."""
-    import torch
-
-    from runner.lm.greedy import decode, prefill
+    student is also taught where to stop); its labels (collate) cover exactly the sampled tokens.
+    `workers` > 1 (a CPU): the rows are split into that many batches decoded at once, one torch
+    thread each (runner.lm.greedy: faster than one batch on every thread); each batch has its own
+    seeded generator, so the samples depend on (seed, workers), never on thread timing."""
+    from runner.lm.greedy import greedy_batches
 
     prompts = [list(e.input_ids[:e.prompt_len]) for e in examples]
+    n = max(1, min(workers, len(prompts)))
+    batches = [list(range(len(prompts)))[j::n] for j in range(n)]
+    out: list[list[int]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()  # dropout off while sampling: the answer is the model's, not a dropout mask's
     try:
-        generator = torch.Generator(device=model.device).manual_seed(seed)
-        state = prefill(model, prompts, pad_id, 0, max_new_tokens)
-        out = decode(model, state, stop_ids, max_new_tokens, temperature=temperature, generator=generator)
+        for b, results in greedy_batches(model, prompts, batches, pad_id=pad_id, stop_ids=stop_ids,
+                                         max_new_tokens=max_new_tokens, workers=n, temperature=temperature,
+                                         seed=seed):
+            for i, (tokens, _) in zip(b, results):
+                out[i] = tokens
     finally:
         model.train(was_training)
-    return [Example(p + tokens, len(p)) for p, (tokens, _) in zip(prompts, out)]
+    return [Example(p + tokens, len(p)) for p, tokens in zip(prompts, out)]
 
 
 class OnPolicySampler:
@@ -58,8 +64,10 @@ class OnPolicySampler:
 
     def __init__(self, fraction: float, temperature: float, max_new_tokens: int, tokenizer: Any, model: Any):
         from runner.lm.generate import stop_token_ids
+        from runner.lm.greedy import auto_workers
 
         self.fraction, self.temperature, self.max_new_tokens = fraction, temperature, max_new_tokens
+        self.workers = auto_workers(model.device.type)  # a CPU: one decoding batch per torch thread
         self.stop_ids = stop_token_ids(tokenizer, model)
         self.steps = 0        # on-policy optimizer steps taken
         self.tokens = 0       # answer tokens sampled (this process)
@@ -75,10 +83,11 @@ class OnPolicySampler:
         t0 = time.perf_counter()
         out = []
         for k, exs in enumerate(micro_batches):
-            # one seed per (run seed, step, micro-batch): reproducible, and different across steps
+            # one seed per (run seed, step, micro-batch): reproducible, and unrelated across steps
             sampled = sample_answers(model, exs, pad_id=pad_id, stop_ids=self.stop_ids,
                                      max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                     seed=(seed * 1_000_003 + step) * 64 + k)
+                                     seed=random.Random(f"sample/{seed}/{step}/{k}").getrandbits(62),
+                                     workers=self.workers)
             self.tokens += sum(e.n_target for e in sampled)
             self.stopped += sum(1 for e in sampled if e.input_ids[-1] in self.stop_ids)
             self.answers += len(sampled)

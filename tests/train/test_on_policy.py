@@ -36,16 +36,19 @@ def student(micro_base, toy_split):
     return model, examples, tok.pad_token_id, stop_token_ids(tok, model)
 
 
-def _sample(student, seed, temperature=1.5, max_new_tokens=12):
+def _sample(student, seed, temperature=1.5, max_new_tokens=12, workers=1):
     model, examples, pad, stops = student
     return sample_answers(model, examples, pad_id=pad, stop_ids=stops, max_new_tokens=max_new_tokens,
-                          temperature=temperature, seed=seed)
+                          temperature=temperature, seed=seed, workers=workers)
 
 
 def test_sampling_is_seeded_and_keeps_the_prompt(student):
     a, b, c = _sample(student, 3), _sample(student, 3), _sample(student, 4)
     assert [e.input_ids for e in a] == [e.input_ids for e in b]  # same seed, same tokens
     assert [e.input_ids for e in a] != [e.input_ids for e in c]  # another seed, other tokens
+    # two decoding threads: the same tokens every time, whichever thread runs first
+    threaded = [[e.input_ids for e in _sample(student, 3, workers=2)] for _ in range(3)]
+    assert threaded[0] == threaded[1] == threaded[2]
     for sampled, data in zip(a, student[1]):
         assert sampled.input_ids[:sampled.prompt_len] == data.input_ids[:data.prompt_len]
         assert 1 <= sampled.n_target <= 12
