@@ -42,7 +42,10 @@ def test_wall_budget_stops_training_near_the_budget(toy_split, micro_base, tmp_p
     assert 20 < result.steps < 1000 * 8
     assert result.stopped_by == "wall_budget"  # the step count came from the clock: marked as such
     lrs = [r["lr"] for r in result.log if r["lr"] is not None]
-    assert lrs[-1] < 0.05 * max(lrs)  # the cosine was fitted to the budget: it ended near 0
+    # the cosine was fitted to the budget: it ended near 0 (unfitted, it would still be near its peak,
+    # epochs=1000 plan ~8000 steps). The stop comes from the clock, so on a loaded machine the last
+    # steps run slower than the fitted ones and the stop lands a little before the cosine's end.
+    assert lrs[-1] < 0.2 * max(lrs), (lrs[-1], max(lrs))
 
 
 def _paths(root):
