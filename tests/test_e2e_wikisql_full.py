@@ -13,10 +13,12 @@ import pytest
 from runner.report import build_report
 from runner.text2sql.grammar import WikiSqlGrammar, prompt_parts
 from tests.conftest import read_metrics, requires_data, run_cli
+from tests.docs_clone import DocsClone, argv_of, shared_root
 
 pytestmark = requires_data
 
-# trainer=torch in these experiments: its keys are trainer.X. Tiny sizes, a few steps, 8 dev rows.
+# trainer=torch in these experiments: its keys are trainer.X. Tiny sizes, a few steps, 8 dev rows
+# (the sizes tests/docs_clone.py appends to the docs' commands, which the first tests here read).
 SMOKE = ["dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20", "trainer.max_steps=6",
          "trainer.eval_every=3", "trainer.dev_rows=8", "trainer.warmup_steps=2",
          "pipeline.stages.student_pre.max_new_tokens=8", "pipeline.stages.student_post.max_new_tokens=8"]
@@ -26,13 +28,18 @@ def jobs(sweep):
     return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
+def docs_run(tmp_path_factory, cmd: str):
+    """The docs' command at smoke size, run once per session (shared with the README-commands test)."""
+    run = DocsClone(shared_root(tmp_path_factory)).run(argv_of(cmd))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.folder
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """One wikisql_full smoke run, read by the checkpoint test and used as the logit-KD teacher."""
-    tmp = tmp_path_factory.mktemp("full")
-    proc, run = run_cli(["+experiment=wikisql_full", "dataset.n_train=80", *SMOKE], tmp)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run
+    """The docs' wikisql_full command at smoke size, read by the checkpoint test and used as the
+    logit-KD teacher."""
+    return docs_run(tmp_path_factory, "python -m runner +experiment=wikisql_full")
 
 
 def test_wikisql_full_picks_its_checkpoint_on_train_tables_only(full_run):
@@ -66,9 +73,8 @@ def test_wikisql_full_picks_its_checkpoint_on_train_tables_only(full_run):
         assert WikiSqlGrammar(*prompt_parts(user)).state(text.encode())[0], text
 
 
-def test_scaling_sweep_runs_on_default_folders_and_plots_against_n_train(tmp_path):
-    proc, sweep = run_cli(["-m", "+experiment=wikisql_scaling", "dataset.n_train=40,80", *SMOKE], tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_scaling_sweep_runs_on_default_folders_and_plots_against_n_train(tmp_path_factory):
+    sweep = docs_run(tmp_path_factory, "python -m runner -m +experiment=wikisql_scaling")  # n_train=40,80
     assert sweep.parent.parent.name == "wikisql_scaling" and sweep.parts[-4] == "multirun"
     ms = [read_metrics(j) for j in jobs(sweep)]
     assert [m["load.train"] for m in ms] == [40, 80] and all(m["status"] == "ok" for m in ms)
@@ -79,10 +85,8 @@ def test_scaling_sweep_runs_on_default_folders_and_plots_against_n_train(tmp_pat
 
 
 @pytest.mark.slow
-def test_filter_ablation_labels_the_oracle(tmp_path):
-    proc, sweep = run_cli(["-m", "+experiment=wikisql_filter_ablation", "dataset.n_train=80", "seed=0", *SMOKE],
-                          tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_filter_ablation_labels_the_oracle(tmp_path_factory):
+    sweep = docs_run(tmp_path_factory, "python -m runner -m +experiment=wikisql_filter_ablation")  # seed=0
     by_name = {m["filter.name"]: m for m in (read_metrics(j) for j in jobs(sweep))}
     assert set(by_name) == {"none", "default", "oracle"}
     oracle = by_name["oracle"]

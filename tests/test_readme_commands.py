@@ -5,57 +5,27 @@ output folders. A command shown in several files runs once.
 Only size overrides are appended (SIZES, by experiment), never `hydra.*.dir`: the point is to run
 the command a user types (a sweep on the default sweep folder once failed for every user while
 tests that set hydra.sweep.dir passed). Placeholders for earlier runs (RUN_DIR, the dated example
-folders) are replaced by a real run made earlier in this module. Commands that need a real key, a
-server, a GPU or an optional extra are listed in SKIP with the reason.
+folders) are replaced by a real run made earlier in the session. The runs live in one clone per
+session (tests/docs_clone.py): a command runs once, and an end-to-end test that checks what the same
+command writes reads that run. Commands that need a real key, a server, a GPU or an optional extra
+are listed in SKIP with the reason.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, output_folders, requires_data
+from tests.conftest import REPO, requires_data
+from tests.docs_clone import DocsClone, argv_of, shared_root
+from tests.docs_clone import experiment as experiment_of
 
 # One worker runs this whole module (make test: --dist loadfile): a command with a placeholder reads
-# the run an earlier command made in this module's working copy.
+# the run an earlier command made in the session's clone (tests/docs_clone.py).
 pytestmark = [requires_data, pytest.mark.xdist_group("readme_commands")]
-
-_TEXT2SQL = ["dataset.n_train=50", "dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20",
-             "student.size=tiny", "pipeline.stages.student_pre.max_new_tokens=8",
-             "pipeline.stages.student_post.max_new_tokens=8"]
-_TRAIN = ["trainer.torch.max_steps=2"]  # not valid with trainer=none (no trainer.torch there)
-_CD = ["dataset.n_train=48", "dataset.n_test=16", "pipeline.net.width=32", "pipeline.net.depth=2",
-       "pipeline.stages.operator.steps=20", "pipeline.stages.diffusion_teacher.steps=20",
-       "consistency_distill.epochs=1", "pipeline.stages.cd_eval.curve_steps=[1,2]",
-       "pipeline.stages.cd_eval.teacher_steps=3", "pipeline.stages.cd_eval.teacher_lowstep_steps=2",
-       "pipeline.stages.cd_eval.ensemble_k=2", "pipeline.stages.cd_eval.timing_repeats=1",
-       "pipeline.stages.cd_eval.min_timing_s=0.0"]
-_LOGIT_KD = [*_TEXT2SQL, "pipeline.stages.kd_teacher_init.student.size=tiny",
-             "pipeline.stages.kd_teacher_train.trainer.max_steps=2", "pipeline.stages.kd_teacher_eval.max_new_tokens=8"]
-# wikisql_full and its sweeps select trainer=torch (keys trainer.X) and set their own n_train lists.
-_FULL = [*_TEXT2SQL[1:], "trainer.max_steps=4", "trainer.eval_every=2", "trainer.dev_rows=8",
-         "trainer.warmup_steps=1"]
-# Smoke sizes appended to a command, by experiment.
-SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
-         "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD, "wikisql_logit_kd": _LOGIT_KD,
-         "wikisql_full": ["dataset.n_train=60", *_FULL], "wikisql_scaling": ["dataset.n_train=40,60", *_FULL],
-         # one seed of the presets' two: the second proves nothing more at smoke size
-         "wikisql_filter_ablation": ["dataset.n_train=60", "seed=0", *_FULL],
-         "wikisql_logit_kd_full": ["dataset.n_train=60", "seed=0", *_FULL],
-         # one lambda of the three: lambda = 0 is the logit-KD commands above
-         "wikisql_gkd_full": ["dataset.n_train=60", "seed=0", "trainer.kd.on_policy=1",
-                              "trainer.kd.sample_max_new_tokens=8", *_FULL]}
-OWN_TRAINER = ("wikisql_full", "wikisql_scaling", "wikisql_filter_ablation", "wikisql_logit_kd_full",
-               "wikisql_gkd_full")
-SWEEPER_SIZES = ["hydra.sweeper.n_trials=2"]
 
 # Substring of a command -> why it is not run here.
 SKIP = {
@@ -134,58 +104,9 @@ SOURCES = doc_commands(DOC_FILES)
 COMMANDS = sorted(SOURCES, key=lambda c: c.startswith("python -m runner.report"))
 
 
-def _experiment(cmd: str) -> str:
-    m = re.search(r"\+experiment=(\w+)", cmd) or re.search(r"EXPERIMENT=(\w+)", cmd)
-    return m.group(1) if m else "wikisql_1k"  # the Makefile's default
-
-
-def _sizes(cmd: str) -> list[str]:
-    sizes = list(SIZES.get(_experiment(cmd), []))
-    if _experiment(cmd).startswith("wikisql") and "trainer=none" not in cmd and _experiment(cmd) not in OWN_TRAINER:
-        sizes += _TRAIN
-    if "hparams_search=" in cmd:
-        sizes += SWEEPER_SIZES
-    return sizes
-
-
-def _copy_tree(dest: Path) -> None:
-    """Tracked and untracked-but-not-ignored files, like a clone with the working tree's edits.
-    .venv holds links to the real venv's entries and its own fresh set-up stamp, so `make run`'s
-    set-up is the no-op it is after `make` set up .venv, and never installs into the shared one."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    venv = dest / ".venv"
-    venv.mkdir()
-    for entry in (REPO / ".venv").iterdir():
-        if entry.name != ".installed":
-            (venv / entry.name).symlink_to(entry)
-    (venv / ".installed").touch()  # newer than the copied pyproject.toml
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("readme") / "clone"
-    d.mkdir()
-    _copy_tree(d)
-    return d
-
-
-def _run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RUNNER_CACHE_DIR": str(cwd.parent / "cache")}
-    env.pop("PYTHONPATH", None)  # `python -m runner` must import the copy's package, as in a clone
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _argv(cmd: str) -> list[str]:
-    argv = shlex.split(cmd)
-    if argv[0] == "python":  # what `. .venv/bin/activate && python` is
-        argv[0] = sys.executable
-    return argv
+def workdir(tmp_path_factory) -> DocsClone:
+    return DocsClone(shared_root(tmp_path_factory))
 
 
 def _whole(folder: Path) -> bool:
@@ -195,38 +116,33 @@ def _whole(folder: Path) -> bool:
     return not any("pipeline.skip" in f.read_text() for f in overrides if f.exists())
 
 
-def _earlier(workdir: Path, experiment: str, sweep: bool) -> Path:
-    """The newest whole run (or sweep) folder of the experiment made by an earlier case; made now
-    when this case runs alone (-k)."""
-    found = [p for p in output_folders(workdir, sweep, 0.0)
-             if p.relative_to(workdir).parts[1 + sweep] == experiment and _whole(p)]
-    if not found:
-        base = ["-m"] if sweep else []
-        base_cmd = f"python -m runner {' '.join(base)} +experiment={experiment}"
-        proc = _run([*_argv(base_cmd), *_sizes(base_cmd)], workdir)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        found = [p for p in output_folders(workdir, sweep, 0.0)
-                 if p.relative_to(workdir).parts[1 + sweep] == experiment and _whole(p)]
-    return found[-1].relative_to(workdir)
+def _earlier(clone: DocsClone, experiment: str, sweep: bool, whole: bool = True) -> Path:
+    """The newest run (or sweep) folder of the experiment made by an earlier case, a whole one when
+    it stands in for a reused run (a report reads any); made now when this case runs alone (-k)."""
+    accept = _whole if whole else (lambda folder: True)
+    if not clone.find(experiment, sweep, accept):
+        run = clone.run(argv_of(f"python -m runner {'-m ' if sweep else ''}+experiment={experiment}"))
+        assert run.returncode == 0, run.stderr[-3000:]
+    return clone.find(experiment, sweep, accept)[-1].relative_to(clone.dir)
 
 
-def _substitute(cmd: str, workdir: Path) -> str:
+def _substitute(cmd: str, workdir: DocsClone) -> str:
+    # a report reads the sweep the page's command just made, pipeline.skip or not
+    whole = not cmd.startswith("python -m runner.report")
     for placeholder, (experiment, sweep) in PLACEHOLDERS.items():
         if placeholder in cmd:
-            cmd = cmd.replace(placeholder, str(_earlier(workdir, experiment, sweep)))
+            cmd = cmd.replace(placeholder, str(_earlier(workdir, experiment, sweep, whole)))
     if DATE_GLOB in cmd:
-        day = _earlier(workdir, "wikisql_1k", True).parts[3]
+        day = _earlier(workdir, "wikisql_1k", True, whole).parts[3]
         cmd = cmd.replace(DATE_GLOB, DATE_GLOB.replace("2026-11-22", day))
     return cmd
 
 
-def _check_outputs(cmd: str, workdir: Path, since: float) -> None:
+def _check_outputs(cmd: str, folder: Path | None, workdir: DocsClone) -> None:
     """A new run/sweep folder of the command's experiment under the default outputs/, every job ok."""
     sweep = bool({"-m", "--multirun"} & set(shlex.split(cmd)[3:]))  # after `python -m runner`
-    folders = output_folders(workdir, sweep, since)
-    assert folders, f"no new {'sweep' if sweep else 'run'} folder under {workdir / 'outputs'}"
-    folder = folders[-1]
-    assert folder.relative_to(workdir).parts[1 + sweep] == _experiment(cmd)
+    assert folder, f"no new {'sweep' if sweep else 'run'} folder under {workdir.dir / 'outputs'}"
+    assert folder.relative_to(workdir.dir).parts[1 + sweep] == experiment_of(cmd)
     jobs = sorted(p.parent for p in folder.glob("*/metrics.json")) if sweep else [folder]
     assert jobs, f"no job folders in {folder}"
     for job in jobs:
@@ -242,26 +158,22 @@ def _case_id(cmd: str) -> str:
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[_case_id(c) for c in COMMANDS])
-def test_readme_command(cmd: str, workdir: Path):
+def test_readme_command(cmd: str, workdir: DocsClone):
     reason = next((why for key, why in SKIP.items() if key in cmd), None)
     if reason:
         pytest.skip(reason)
     cmd = _substitute(cmd, workdir)
-    since = time.time() - 0.05
-    if cmd.startswith("make "):
-        argv = [*shlex.split(cmd), f"ARGS={' '.join(_sizes(cmd))}"]
-    else:
-        argv = [*_argv(cmd), *(_sizes(cmd) if not cmd.startswith("python -m runner.report") else [])]
-    proc = _run(argv, workdir)
-    assert proc.returncode == 0, f"{shlex.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    argv = argv_of(cmd)
+    run = workdir.run(argv)
+    assert run.returncode == 0, f"{shlex.join(argv)}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
     if cmd.startswith("python -m runner.report"):
-        target = workdir / shlex.split(cmd)[3] if "*" not in cmd else None
-        assert "job(s)" in proc.stdout
+        target = workdir.dir / shlex.split(cmd)[3] if "*" not in cmd else None
+        assert "job(s)" in run.stdout
         assert target is None or (target / "report.md").exists()
     else:
-        _check_outputs(cmd, workdir, since)
+        _check_outputs(cmd, run.folder, workdir)
     if cmd == "python -m runner +experiment=wikisql_1k":
-        _check_summary(proc.stdout)
+        _check_summary(run.stdout)
 
 
 def _check_summary(stdout: str) -> None:
