@@ -2,9 +2,9 @@
 default output folders, shared by every pytest-xdist worker.
 
 A command (with its size overrides) runs once per session: the README-commands test and an
-end-to-end test that checks what the same command writes read one run instead of making two. The
-runs are serialised by a file lock (their folders are told apart by time, and the cache is shared);
-a worker that wants a run another worker is making waits for it.
+end-to-end test that checks what the same command writes read one run instead of making two. Runs
+of one experiment are serialised by a file lock (their folders are told apart by time); a worker
+that wants a run another worker is making waits for it.
 """
 from __future__ import annotations
 
@@ -37,19 +37,20 @@ _CD = ["dataset.n_train=48", "dataset.n_test=16", "pipeline.net.width=32", "pipe
 _LOGIT_KD = [*_TEXT2SQL, "pipeline.stages.kd_teacher_init.student.size=tiny",
              "pipeline.stages.kd_teacher_train.trainer.max_steps=2", "pipeline.stages.kd_teacher_eval.max_new_tokens=8"]
 # wikisql_full and its sweeps select trainer=torch (keys trainer.X) and set their own n_train lists.
-# 6 steps, validated every 3: tests/test_e2e_wikisql_full.py reads these runs and asserts on them.
-_FULL = [*_TEXT2SQL[1:], "trainer.max_steps=6", "trainer.eval_every=3", "trainer.dev_rows=8",
+# 6 steps, validated every 3: tests/test_e2e_wikisql_full.py reads these runs (and runs its own
+# KD commands at these sizes) and asserts on them.
+FULL = [*_TEXT2SQL[1:], "trainer.max_steps=6", "trainer.eval_every=3", "trainer.dev_rows=8",
          "trainer.warmup_steps=2"]
 # Smoke sizes appended to a command, by experiment.
 SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
          "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD, "wikisql_logit_kd": _LOGIT_KD,
-         "wikisql_full": ["dataset.n_train=80", *_FULL], "wikisql_scaling": ["dataset.n_train=40,80", *_FULL],
+         "wikisql_full": ["dataset.n_train=80", *FULL], "wikisql_scaling": ["dataset.n_train=40,80", *FULL],
          # one seed of the presets' two: the second proves nothing more at smoke size
-         "wikisql_filter_ablation": ["dataset.n_train=80", "seed=0", *_FULL],
-         "wikisql_logit_kd_full": ["dataset.n_train=60", "seed=0", *_FULL],
+         "wikisql_filter_ablation": ["dataset.n_train=80", "seed=0", *FULL],
+         "wikisql_logit_kd_full": ["dataset.n_train=60", "seed=0", *FULL],
          # one lambda of the three: lambda = 0 is the logit-KD commands above
          "wikisql_gkd_full": ["dataset.n_train=60", "seed=0", "trainer.kd.on_policy=1",
-                              "trainer.kd.sample_max_new_tokens=8", *_FULL]}
+                              "trainer.kd.sample_max_new_tokens=8", *FULL]}
 OWN_TRAINER = ("wikisql_full", "wikisql_scaling", "wikisql_filter_ablation", "wikisql_logit_kd_full",
                "wikisql_gkd_full")
 SWEEPER_SIZES = ["hydra.sweeper.n_trials=2"]
@@ -133,16 +134,17 @@ class DocsClone:
         # none for a report (it writes into the folder it reads)
         runner_args = argv[3:] if argv[1:3] == ["-m", "runner"] else argv[1:] if argv[0] == "make" else []
         sweep = argv[0] != "make" and bool({"-m", "--multirun"} & set(runner_args))
+        name = experiment(" ".join(runner_args)) if runner_args else None
         key = hashlib.sha1("\0".join(argv).encode()).hexdigest()[:16]
         memo = self.root / "runs" / f"{key}.json"
-        with self.lock(experiment(" ".join(runner_args)) if runner_args else key):
+        with self.lock(name or key):
             if memo.exists():
                 d = json.loads(memo.read_text())
                 return DocRun(d["rc"], d["stdout"], d["stderr"], Path(d["folder"]) if d["folder"] else None)
             since = time.time() - 0.05
             proc = self.call(argv, timeout)
             made = [p for p in output_folders(self.dir, sweep, since)
-                    if runner_args and p.relative_to(self.dir).parts[1 + sweep] == experiment(" ".join(runner_args))]
+                    if name and p.relative_to(self.dir).parts[1 + sweep] == name]
             run = DocRun(proc.returncode, proc.stdout, proc.stderr, made[-1] if made else None)
             memo.parent.mkdir(exist_ok=True)
             memo.write_text(json.dumps({"argv": argv, "rc": run.returncode, "stdout": run.stdout,

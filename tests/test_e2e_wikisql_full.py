@@ -13,15 +13,12 @@ import pytest
 from runner.report import build_report
 from runner.text2sql.grammar import WikiSqlGrammar, prompt_parts
 from tests.conftest import read_metrics, requires_data, run_cli
-from tests.docs_clone import DocsClone, argv_of, shared_root
+from tests.docs_clone import FULL, DocsClone, argv_of, shared_root
 
 pytestmark = requires_data
 
-# trainer=torch in these experiments: its keys are trainer.X. Tiny sizes, a few steps, 8 dev rows
-# (the sizes tests/docs_clone.py appends to the docs' commands, which the first tests here read).
-SMOKE = ["dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20", "trainer.max_steps=6",
-         "trainer.eval_every=3", "trainer.dev_rows=8", "trainer.warmup_steps=2",
-         "pipeline.stages.student_pre.max_new_tokens=8", "pipeline.stages.student_post.max_new_tokens=8"]
+# trainer=torch in these experiments: its keys are trainer.X. FULL (tests/docs_clone.py): tiny sizes,
+# 6 steps validated every 3, 8 dev rows; the sizes of the docs' runs the first tests read.
 
 
 def jobs(sweep):
@@ -106,7 +103,7 @@ def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path, full_run):
     teacher_run = full_run
     t = read_metrics(teacher_run)
     reuse = f"pipeline.reuse_from=[{teacher_run}]"
-    proc, run = run_cli(["+experiment=wikisql_logit_kd_full", reuse, "dataset.n_train=80", *SMOKE], tmp_path)
+    proc, run = run_cli(["+experiment=wikisql_logit_kd_full", reuse, "dataset.n_train=80", *FULL], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     m = read_metrics(run)
     assert m["status"] == "ok" and m["train.steps"] == 6 and m["train.kd_alpha"] == 0.5
@@ -132,7 +129,7 @@ def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path, full_run):
     assert stages[:3] == ["load", "kd_teacher_check", "hash"] and stages.index("teacher") > 1
     assert "trained on none of this run's eval tables" in (run / "run.log").read_text()
 
-    proc, none = run_cli(["+experiment=wikisql_logit_kd_full", "dataset.n_train=80", *SMOKE], tmp_path / "none")
+    proc, none = run_cli(["+experiment=wikisql_logit_kd_full", "dataset.n_train=80", *FULL], tmp_path / "none")
     assert proc.returncode == 1
     m = read_metrics(none)
     assert "pipeline.reuse_from" in m["error"] and "student_model/" in m["error"] and "teacher.requests" not in m
@@ -146,7 +143,7 @@ def test_gkd_full_samples_on_its_fraction_of_steps_and_scores_both_decodings(tmp
     from runner.train.on_policy import is_on_policy_step
 
     proc, run = run_cli(["+experiment=wikisql_gkd_full", f"pipeline.reuse_from=[{full_run}]", "dataset.n_train=80",
-                         "trainer.kd.on_policy=0.5", "trainer.kd.sample_max_new_tokens=16", "seed=3", *SMOKE], tmp_path)
+                         "trainer.kd.on_policy=0.5", "trainer.kd.sample_max_new_tokens=16", "seed=3", *FULL], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     m = read_metrics(run)
     train_seed = (3 * 1_000_003 + zlib.crc32(b"train")) % (2**31 - 1)  # RunContext.stage_seed("train")
