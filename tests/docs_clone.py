@@ -40,7 +40,7 @@ _LOGIT_KD = [*_TEXT2SQL, "pipeline.stages.kd_teacher_init.student.size=tiny",
 # 6 steps, validated every 3: tests/test_e2e_wikisql_full.py reads these runs (and runs its own
 # KD commands at these sizes) and asserts on them.
 FULL = [*_TEXT2SQL[1:], "trainer.max_steps=6", "trainer.eval_every=3", "trainer.dev_rows=8",
-         "trainer.warmup_steps=2"]
+        "trainer.dev_max_new_tokens=8", "trainer.warmup_steps=2"]
 # Smoke sizes appended to a command, by experiment.
 SIZES = {"wikisql_1k": _TEXT2SQL, "wikisql_smoke": _TEXT2SQL, "burgers_cd": _CD,
          "burgers_cd_smoke": _CD, "burgers_cd_seed_v1v2": _CD, "wikisql_logit_kd": _LOGIT_KD,

@@ -16,7 +16,8 @@ pytestmark = requires_data
 
 SMOKE = ["dataset.n_train=40", "dataset.n_eval=10", "gate.pilot_size=10", "gate.min_total=20",
          "pipeline.stages.kd_teacher_init.student.size=tiny", "pipeline.stages.kd_teacher_train.trainer.max_steps=6",
-         "trainer.torch.max_steps=4"]
+         "trainer.torch.max_steps=4", "pipeline.stages.kd_teacher_eval.max_new_tokens=8",
+         "pipeline.stages.student_pre.max_new_tokens=8", "pipeline.stages.student_post.max_new_tokens=8"]
 STAGES = ["load", "hash", "prompt", "teacher", "clean", "execute", "judge", "gate", "filter", "export",
           "kd_teacher_init", "kd_teacher_train", "kd_teacher_eval", "student_init", "student_pre",
           "teacher_logits", "train", "student_post", "compare"]

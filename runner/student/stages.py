@@ -96,7 +96,8 @@ class Train(Stage):
         if getattr(self.trainer, "checkpoint_select", "last") == "dev_gold":
             from runner.student.dev_select import DevSet
 
-            dev = DevSet.from_run(ctx, self.trainer.dev_rows, constrain=self.constrain)  # refuses eval rows/tables
+            dev = DevSet.from_run(ctx, self.trainer.dev_rows, constrain=self.constrain,  # refuses eval rows/tables
+                                  max_new_tokens=self.trainer.dev_max_new_tokens)
         fit_kw = {"dev": dev} if dev is not None else {}
         result = self.trainer.fit(train_rows, valid_rows, ctx.store.locate("student_base/"), paths,
                                   ctx.stage_seed("train"), **fit_kw)

@@ -64,7 +64,8 @@ def log_train_metrics(metrics, result: TrainResult, trainer: Any) -> None:
         "stopped_early": result.stopped_early, "stopped_by": result.stopped_by, "world_size": result.world_size, "merged": result.merged,
         "precision": result.precision})
     metrics.update("train", {"checkpoint": result.selected, "best_step": result.best_step,
-                             "dev_gold": result.dev_gold, "dev_rows": result.dev_rows})
+                             "dev_gold": result.dev_gold, "dev_rows": result.dev_rows,
+                             "dev_max_new_tokens": getattr(trainer, "dev_max_new_tokens", None) if result.dev_rows else None})
     if result.kd:  # logit distillation: settings and costs (train.kd_teacher_s, ...)
         metrics.update("train", result.kd)
     if result.best_valid_loss is None:

@@ -36,7 +36,7 @@ class TorchTrainer:
                  lr_schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0,
                  max_grad_norm: float | None = 1.0, epochs: float = 1, max_steps: int | None = None,
                  max_wall_s: float | None = None, min_lr_ratio: float = 0.0, checkpoint_select: str = "last",
-                 dev_rows: int = 200,
+                 dev_rows: int = 200, dev_max_new_tokens: int = 64,
                  batch_size: int = 16, grad_accum: int = 1, max_seq_length: int = 512,
                  eval_every: int | None = None, max_valid_rows: int | None = None,
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
@@ -52,7 +52,7 @@ class TorchTrainer:
         # A wall budget for training (steps fitted once a few are timed), and which checkpoint to keep:
         # the last, the lowest validation loss, or the best gold match on the dev split (dev_select.py).
         self.max_wall_s, self.min_lr_ratio = max_wall_s, min_lr_ratio
-        self.checkpoint_select, self.dev_rows = checkpoint_select, dev_rows
+        self.checkpoint_select, self.dev_rows, self.dev_max_new_tokens = checkpoint_select, dev_rows, dev_max_new_tokens
         self.batch_size, self.grad_accum, self.max_seq_length = batch_size, grad_accum, max_seq_length
         self.eval_every, self.max_valid_rows = eval_every, max_valid_rows
         self.patience, self.min_delta = early_stopping_patience, early_stopping_min_delta
@@ -74,6 +74,7 @@ class TorchTrainer:
         check_range(self.config_key, "min_lr_ratio", self.min_lr_ratio, 0, 1)
         check_choice(self.config_key, "checkpoint_select", self.checkpoint_select, ["last", "valid_loss", "dev_gold"])
         check_range(self.config_key, "dev_rows", self.dev_rows, 1)
+        check_range(self.config_key, "dev_max_new_tokens", self.dev_max_new_tokens, 1)
         prec.check_precision(self.config_key, self.precision, self.bf16_autocast, self.device)
         if self.checkpoint_select != "last" and not self.eval_every:
             raise ConfigError(f"{self.config_key}.checkpoint_select={self.checkpoint_select} needs "
