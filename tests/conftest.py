@@ -122,15 +122,3 @@ def toy_run_dir(tmp_path_factory, toy_split, micro_base) -> Path:
     write_jsonl(toy_split[1], art / "valid.jsonl")
     (art / "student_base").symlink_to(micro_base, target_is_directory=True)
     return run
-
-
-# The longest files first. pytest-xdist (--dist loadfile) hands out whole files in collection order:
-# a long file collected late (the README commands take ~40 % of the suite) leaves the other worker
-# idle at the end. A stable sort: the order inside a file, and of every other file, is kept.
-LONGEST_FILES = ("tests/test_readme_commands.py", "tests/cd/test_cli.py", "tests/test_interrupts.py",
-                 "tests/test_e2e_wikisql_student.py", "tests/test_e2e_logit_kd.py", "tests/test_sweeps.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
