@@ -225,6 +225,8 @@ class TorchTrainer:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             state = saved["state"]
+            if isinstance(state.get("best_score"), (int, float)):  # a checkpoint from before tie-breaking
+                state["best_score"] = [state["best_score"]]
             resumed_from = state["step"]
 
         def log_eval(step: int) -> bool:
@@ -246,7 +248,11 @@ class TorchTrainer:
                               "(%.0f%%), %d answer tokens sampled", sampler.steps, step, sampler.sample_s,
                               100 * sampler.sample_s / state["train_s"], kd.teacher_s,
                               100 * kd.teacher_s / state["train_s"], sampler.tokens)
-            score = {"valid_loss": None if v is None else -v, "dev_gold": g}.get(self.checkpoint_select)
+            # Dev-gold ties (e.g. all 0 before the rise) go to the lower validation loss, not the
+            # earliest step: a 1,500-step run once kept its step-500 weights that way.
+            score = {"valid_loss": None if v is None else [-v],
+                     "dev_gold": None if g is None else [g, -v if v is not None else float("-inf")]
+                     }.get(self.checkpoint_select)
             if score is not None and step > 0 and (state["best_score"] is None or score > state["best_score"]):
                 state["best_score"], state["best_step"], state["dev_gold"] = score, step, g
                 best_weights = copy.deepcopy(core.state_dict())

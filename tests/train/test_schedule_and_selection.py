@@ -91,6 +91,19 @@ def test_dev_gold_selects_and_saves_the_best_checkpoint(toy_split, micro_base, t
     assert dev.seen[2] != pytest.approx(dev.seen[3], rel=1e-9)  # not the last weights
 
 
+def test_dev_gold_ties_go_to_the_lower_validation_loss(toy_split, micro_base, tmp_path):
+    # Before the rise every dev score is 0: the earliest step must not win the tie.
+    train, valid = toy_split
+    dev = ScriptedDev([0.0, 0.0, 0.0, 0.0])
+    trainer = TorchTrainer(method="full", max_steps=150, learning_rate=1e-2, eval_every=50,
+                           checkpoint_select="dev_gold", **FAST)
+    result = trainer.fit(train, valid, micro_base, _paths(tmp_path), seed=0, dev=dev)
+    losses = {r["step"]: r["valid_loss"] for r in result.log if r.get("dev_gold") is not None and r["step"] > 0}
+    lowest = min(losses, key=losses.get)
+    assert lowest != 50, losses  # the case is informative: the old rule kept step 50
+    assert result.best_step == lowest and result.dev_gold == 0.0
+
+
 def test_dev_set_scores_greedy_answers_through_the_executor(toy_split, micro_base, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
