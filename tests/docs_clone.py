@@ -128,8 +128,9 @@ class DocsClone:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def run(self, argv: list[str], timeout: float = 300) -> DocRun:
-        """Run argv in the clone, or return the run an earlier call of the same argv made."""
+    def run(self, argv: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> DocRun:
+        """Run argv in the clone (env: extra variables, e.g. a test cluster's), or return the run an
+        earlier call of the same argv made."""
         # what picks the experiment and the folder: `python -m runner ARGS`, `make run ARGS=...`;
         # none for a report (it writes into the folder it reads)
         runner_args = argv[3:] if argv[1:3] == ["-m", "runner"] else argv[1:] if argv[0] == "make" else []
@@ -142,7 +143,7 @@ class DocsClone:
                 d = json.loads(memo.read_text())
                 return DocRun(d["rc"], d["stdout"], d["stderr"], Path(d["folder"]) if d["folder"] else None)
             since = time.time() - 0.05
-            proc = self.call(argv, timeout)
+            proc = self.call(argv, timeout, env)
             made = [p for p in output_folders(self.dir, sweep, since)
                     if name and p.relative_to(self.dir).parts[1 + sweep] == name]
             run = DocRun(proc.returncode, proc.stdout, proc.stderr, made[-1] if made else None)
@@ -157,8 +158,9 @@ class DocsClone:
             return [p for p in output_folders(self.dir, sweep, 0.0)
                     if p.relative_to(self.dir).parts[1 + sweep] == experiment_name and accept(p)]
 
-    def call(self, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-        env = {**os.environ, "RUNNER_CACHE_DIR": str(self.root / "cache")}
+    def call(self, argv: list[str], timeout: float = 300,
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "RUNNER_CACHE_DIR": str(self.root / "cache"), **(extra_env or {})}
         env.pop("PYTHONPATH", None)  # `python -m runner` must import the copy's package, as in a clone
         return subprocess.run(argv, cwd=self.dir, env=env, capture_output=True, text=True, timeout=timeout)
 

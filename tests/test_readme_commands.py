@@ -8,7 +8,9 @@ tests that set hydra.sweep.dir passed). Placeholders for earlier runs (RUN_DIR, 
 folders) are replaced by a real run made earlier in the session. The runs live in one clone per
 session (tests/docs_clone.py): a command runs once, and an end-to-end test that checks what the same
 command writes reads that run. Commands that need a real key, a server, a GPU or an optional extra
-are listed in SKIP with the reason.
+are listed in SKIP with the reason. A command for a cluster (`hydra/launcher=slurm_gpu`,
+`cache.backend=postgres`) runs on the loopback SLURM cluster and PostgreSQL server the tests start
+(tests/services/), skipped with the reason where they cannot run (CI requires them).
 """
 from __future__ import annotations
 
@@ -36,7 +38,6 @@ SKIP = {
     "provider=ollama": "needs a running Ollama server with the model pulled",
     "provider=vllm": "needs a vLLM server (a GPU)",
     "hydra/launcher=ray": "needs the optional ray extra",
-    "hydra/launcher=slurm": "needs a SLURM cluster",
     "logger=mlflow": "needs the optional mlflow extra",
 }
 
@@ -158,13 +159,13 @@ def _case_id(cmd: str) -> str:
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[_case_id(c) for c in COMMANDS])
-def test_readme_command(cmd: str, workdir: DocsClone):
+def test_readme_command(cmd: str, workdir: DocsClone, request):
     reason = next((why for key, why in SKIP.items() if key in cmd), None)
     if reason:
         pytest.skip(reason)
     cmd = _substitute(cmd, workdir)
     argv = argv_of(cmd)
-    run = workdir.run(argv)
+    run = workdir.run(argv, env=_services_env(cmd, request))
     assert run.returncode == 0, f"{shlex.join(argv)}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
     if cmd.startswith("python -m runner.report"):
         target = workdir.dir / shlex.split(cmd)[3] if "*" not in cmd else None
@@ -172,8 +173,22 @@ def test_readme_command(cmd: str, workdir: DocsClone):
         assert target is None or (target / "report.md").exists()
     else:
         _check_outputs(cmd, run.folder, workdir)
+    if "hydra/launcher=slurm" in cmd:  # the jobs really ran as SLURM tasks, one log each
+        jobs = list(run.folder.glob("*/metrics.json"))
+        assert len(list(run.folder.glob(".submitit/*/*_log.out"))) == len(jobs) > 1, run.folder
     if cmd == "python -m runner +experiment=wikisql_1k":
         _check_summary(run.stdout)
+
+
+def _services_env(cmd: str, request) -> dict[str, str]:
+    """What a cluster command finds in a user's shell: SLURM's client config and the cache URL
+    (docs/cluster.md exports RUNNER_CACHE_URL before the command)."""
+    env: dict[str, str] = {}
+    if "hydra/launcher=slurm" in cmd:
+        env.update(request.getfixturevalue("slurm").client_env)  # skips (or fails in CI) without SLURM
+    if "cache.backend=postgres" in cmd:
+        env["RUNNER_CACHE_URL"] = request.getfixturevalue("pg_url")
+    return env
 
 
 def _check_summary(stdout: str) -> None:
