@@ -1,5 +1,5 @@
-"""Constrained greedy decoding, the generic half: a grammar over bytes, and the per-row state that
-picks the model's most likely token the grammar allows (PICARD's idea).
+"""Constrained decoding, the generic half: a grammar over bytes, and the per-row state that picks
+the model's most likely token the grammar allows (PICARD's idea), or samples among the allowed ones.
 
 A grammar is anything with `state(text: bytes) -> (viable, complete)`: viable when `text` begins
 some sentence of the language, complete when it is one. Grammars are named in config
@@ -96,6 +96,26 @@ class ConstrainedRow:
                     return self._push(t)
         # Nothing fits (cannot happen with a byte-level vocabulary): end the answer.
         return self._push(min(self.stops))
+
+    def sample(self, probs, drawn: int, generator=None, tries: int = 8) -> int:
+        """A draw from `probs` restricted to the tokens the grammar allows, renormalised (what
+        on-policy distillation samples under the constraint). `drawn` was drawn from `probs`:
+        rejection sampling keeps the first allowed of up to `tries` draws; past that, one draw
+        from the masked distribution. Both give exactly the restricted distribution, and the
+        common case (the student's favourite fits) costs one grammar check."""
+        import torch
+
+        for attempt in range(tries):
+            if self.allowed(drawn):
+                return self._push(drawn)
+            if attempt < tries - 1:
+                drawn = int(torch.multinomial(probs, 1, generator=generator))
+        first_ok: dict[int, bool] = {}
+        ok = [t for t in probs.nonzero().flatten().tolist() if self.allowed(t, first_ok)]
+        if not ok:  # nothing with mass fits: the greedy rule's answer (its scan covers every token)
+            return self.pick(probs, int(probs.argmax()))
+        pick = int(torch.multinomial(probs[torch.tensor(ok, device=probs.device)], 1, generator=generator))
+        return self._push(ok[pick])
 
     def _push(self, token: int) -> int:
         if token not in self.stops:

@@ -144,13 +144,11 @@ def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens
            generator: Any = None) -> list[tuple[list[int], float]]:
     """Greedy tokens per row and seconds from the batch's start until the row finished. Rows that
     emit a stop token leave the batch (and the KV cache) at once. `constraints`: one
-    runner.text2sql.grammar.ConstrainedRow per row, which picks the most likely allowed token.
+    runner.lm.constraint.ConstrainedRow per row, which picks the most likely allowed token.
     `temperature` > 0 samples from softmax(logits / temperature) instead, drawing from `generator`
-    (a seeded torch.Generator: the same seed gives the same tokens); on-policy distillation uses it."""
+    (a seeded torch.Generator: the same seed gives the same tokens), under `constraints` from that
+    distribution restricted to the allowed tokens; on-policy distillation uses it."""
     import torch
-
-    if temperature > 0 and constraints is not None:
-        raise ValueError("decode: sampling under a constraint is not implemented (constraints pick greedily)")
 
     n = state.logits.shape[0]
     stops = torch.tensor(list(stop_ids), device=state.logits.device)
@@ -165,7 +163,10 @@ def decode(model: Any, state: Prefilled, stop_ids: Sequence[int], max_new_tokens
                 nxt = torch.multinomial(probs, 1, generator=generator).flatten()
             else:
                 nxt = logits[:, -1].argmax(-1)
-            if constraints is not None:
+            if constraints is not None and temperature > 0:
+                nxt = torch.tensor([constraints[alive[r]].sample(probs[r], t, generator)
+                                    for r, t in enumerate(nxt.tolist())], device=nxt.device)
+            elif constraints is not None:
                 last = logits[:, -1]
                 nxt = torch.tensor([constraints[alive[r]].pick(last[r], t) for r, t in enumerate(nxt.tolist())],
                                    device=nxt.device)

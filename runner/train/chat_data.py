@@ -32,6 +32,7 @@ def read_chat_jsonl(path: str | Path) -> list[dict]:
 class Example:
     input_ids: list[int]
     prompt_len: int  # tokens before the assistant's answer (masked out of the loss)
+    user: str | None = None  # the prompt's last user message (constrained on-policy sampling builds its grammar)
 
     @property
     def n_target(self) -> int:
@@ -45,7 +46,8 @@ def encode_chat(tokenizer, messages: list[dict]) -> Example:
     if full[:len(prompt)] != prompt:
         raise ValueError("the tokenizer's chat template does not render the prompt as a prefix of the "
                          "full conversation, so the assistant turn cannot be isolated for the loss")
-    return Example(list(full), len(prompt))
+    user = next((m.get("content") for m in reversed(messages[:-1]) if m.get("role") == "user"), None)
+    return Example(list(full), len(prompt), user)
 
 
 def encode_rows(tokenizer, rows: list[dict], max_seq_length: int) -> tuple[list[Example], int]:

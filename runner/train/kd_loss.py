@@ -52,6 +52,7 @@ class KDConfig:
     on_policy: float = 0.0
     sample_temperature: float = 1.0
     sample_max_new_tokens: int = 64
+    sample_constrain: str | None = None  # wikisql: sample only what the evaluation's grammar allows
 
     @classmethod
     def from_config(cls, raw: dict[str, Any] | None) -> "KDConfig | None":
@@ -92,6 +93,9 @@ class KDConfig:
         check_range(k, "on_policy", self.on_policy, 0, 1)
         check_range(k, "sample_temperature", self.sample_temperature, 0, lo_open=True)
         check_range(k, "sample_max_new_tokens", self.sample_max_new_tokens, 1)
+        from runner.lm.constraint import NAMES
+
+        check_choice(k, "sample_constrain", self.sample_constrain, NAMES)
         if self.mode == "offline" and self.top_k is None:
             raise ConfigError(f"{k}.mode=offline needs {k}.top_k (dense offline logits are |V| floats per "
                               f"token); set top_k, or use {k}.mode=online for a dense teacher")

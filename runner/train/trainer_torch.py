@@ -184,9 +184,11 @@ class TorchTrainer:
             from runner.train.on_policy import OnPolicySampler
 
             sampler = OnPolicySampler(self.kd.on_policy, self.kd.sample_temperature,
-                                      self.kd.sample_max_new_tokens, tokenizer, model)
+                                      self.kd.sample_max_new_tokens, tokenizer, model, self.kd.sample_constrain)
         train, dropped = encode_rows(tokenizer, train_rows, self.max_seq_length)
         valid, dropped_valid = encode_rows(tokenizer, valid_rows[: self.max_valid_rows or None], self.max_seq_length)
+        if sampler is not None:
+            sampler.check_rows(train)  # the constraint's grammar builds from every prompt: before any step
         global_bs = self.batch_size * dist.world
         if len(train) < global_bs:
             raise ValueError(f"only {len(train)} training rows fit max_seq_length={self.max_seq_length}; "

@@ -141,6 +141,46 @@ def test_the_teacher_scores_exactly_what_the_student_sampled(micro_teacher, micr
     assert [r["on_policy"] for r in res.log if r["loss"] is not None] == [True] * 3
 
 
+def test_constrained_sampling_writes_only_what_the_grammar_allows(student, micro_base):
+    """kd.sample_constrain=wikisql: every sampled answer is a viable prefix of the prompt's query
+    language, seeded, where the unconstrained micro model writes junk. (Its word-level toy tokenizer
+    has no "(", so `SELECT AVG` is a dead end that ends the answer, as in constrained greedy.)"""
+    from transformers import AutoTokenizer
+
+    from runner.text2sql.grammar import from_prompt
+    from runner.train.on_policy import OnPolicySampler
+
+    model, examples, pad, stops = student
+    sampler = OnPolicySampler(1.0, 1.5, 24, AutoTokenizer.from_pretrained(micro_base), model, "wikisql")
+    sampler.check_rows(examples)
+    a = sampler.sample(model, [examples], pad, seed=3, step=0)[0]
+    assert [e.input_ids for e in a] == [e.input_ids for e in sampler.sample(model, [examples], pad, 3, 0)[0]]
+    free = _sample(student, 3, max_new_tokens=24)
+    viable = []
+    for rows in (a, free):
+        ok = 0
+        for e in rows:
+            answer = e.input_ids[e.prompt_len:]
+            stopped = answer[-1] in stops
+            text = b"".join(sampler.pieces[t] or b"" for t in (answer[:-1] if stopped else answer))
+            ok += from_prompt(e.user).state(text)[0]
+        viable.append(ok)
+    assert viable == [len(a), viable[1]] and viable[1] < len(free)  # the constraint did the work
+    assert sampler.stats(1.0)["kd_sample_constrain"] == "wikisql"
+
+
+def test_constrained_sampling_refuses_prompts_without_a_schema_before_any_step(student, micro_base):
+    from transformers import AutoTokenizer
+
+    from runner.train.chat_data import Example
+    from runner.train.on_policy import OnPolicySampler
+
+    model = student[0]
+    sampler = OnPolicySampler(0.5, 1.0, 8, AutoTokenizer.from_pretrained(micro_base), model, "wikisql")
+    with pytest.raises(ValueError, match=r"row 1's prompt .*sample_constrain=null"):
+        sampler.check_rows([student[1][0], Example([1, 2, 3], 2, "Translate this sentence.")])
+
+
 def test_the_on_policy_fraction_is_a_seeded_draw_per_step():
     draws = [is_on_policy_step(0.5, 0, s) for s in range(2000)]
     assert 900 < sum(draws) < 1100
@@ -153,7 +193,8 @@ def test_the_on_policy_fraction_is_a_seeded_draw_per_step():
 def test_on_policy_settings_are_checked_before_any_step():
     for bad, word in [({"on_policy": 1.5}, "on_policy"), ({"on_policy": 0.5, "sample_temperature": 0},
                                                          "sample_temperature"),
-                      ({"on_policy": 0.5, "sample_max_new_tokens": 0}, "sample_max_new_tokens")]:
+                      ({"on_policy": 0.5, "sample_max_new_tokens": 0}, "sample_max_new_tokens"),
+                      ({"on_policy": 0.5, "sample_constrain": "sql92"}, "sample_constrain")]:
         with pytest.raises(ConfigError, match=word):
             _trainer({"teacher": "/x", **bad}).validate("train")
     with pytest.raises(ConfigError, match="trainer.kd.enabled=false"):
