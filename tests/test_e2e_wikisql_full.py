@@ -139,17 +139,20 @@ def test_logit_kd_full_learns_from_a_wikisql_full_student(tmp_path, full_run):
 def test_gkd_full_samples_on_its_fraction_of_steps_and_scores_both_decodings(tmp_path, full_run):
     """wikisql_gkd_full as the docs show it (one lambda instead of the sweep): the on-policy steps are
     the seeded draw's, their cost is reported, and the student is scored constrained and plain, each
-    paired with the teacher on the same rows."""
+    paired with the teacher on the same rows. Its answers are sampled under the WikiSQL grammar
+    (trainer.kd.sample_constrain), built from the real prompts."""
     from runner.train.on_policy import is_on_policy_step
 
     proc, run = run_cli(["+experiment=wikisql_gkd_full", f"pipeline.reuse_from=[{full_run}]", "dataset.n_train=80",
-                         "trainer.kd.on_policy=0.5", "trainer.kd.sample_max_new_tokens=16", "seed=3", *FULL], tmp_path)
+                         "trainer.kd.on_policy=0.5", "trainer.kd.sample_max_new_tokens=16",
+                         "trainer.kd.sample_constrain=wikisql", "seed=3", *FULL], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     m = read_metrics(run)
     train_seed = (3 * 1_000_003 + zlib.crc32(b"train")) % (2**31 - 1)  # RunContext.stage_seed("train")
     want = [is_on_policy_step(0.5, train_seed, s) for s in range(6)]
     assert 0 < sum(want) < 6  # seed 3 mixes both kinds of step (else pick another seed)
     assert m["train.kd_on_policy"] == 0.5 and m["train.kd_on_policy_steps"] == sum(want)
+    assert m["train.kd_sample_constrain"] == "wikisql"
     log = pl.read_parquet(run / "artifacts" / "train_log.parquet").filter(pl.col("loss").is_not_null())
     assert log["on_policy"].to_list() == want
     assert 0 < m["train.sample_s"] < m["train.train_s"] and 0 < m["train.sample_share"] < 1
